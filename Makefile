@@ -1,0 +1,36 @@
+# The two set-up commands the README promises: `make demo` and `make test`.
+# Both install into .venv first; nothing relies on anything installed by hand.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test test-fast benchmarks clean
+
+install: $(STAMP)
+
+# constraints.txt pins every transitive dependency to a set known to resolve
+# together here; torch==2.13.0 is the local CPU wheel.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/sluice demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmarks: install
+	$(BIN)/python benchmarks/lakefs_sdk_roundtrips.py
+
+clean:
+	rm -rf $(VENV) .sluice .pytest_cache

@@ -1,0 +1,2 @@
+"""Sluicegate core: typed config, the embedded lakeFS-compatible server, local
+service management and the CLI."""

@@ -1,0 +1,162 @@
+"""The ``sluice`` command. Heavy imports live inside each command so that
+``sluice --help`` answers at once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Sluicegate: data contracts on lakeFS branches, fine-tuning, gated promotion.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+lakefs_app = typer.Typer(help="The embedded lakeFS-compatible server.", no_args_is_help=True)
+config_app = typer.Typer(help="Show and check the layered configuration.", no_args_is_help=True)
+app.add_typer(lakefs_app, name="lakefs")
+app.add_typer(config_app, name="config")
+
+ConfigFiles = Annotated[
+    Optional[list[Path]],
+    typer.Option("--config", "-c", help="Experiment YAML file(s), applied in order after the environment file."),
+]
+EnvName = Annotated[
+    Optional[str],
+    typer.Option("--env", help="Environment file configs/env/<name>.yaml (default: $SLUICE_ENV, else none)."),
+]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Dotted overrides applied last, e.g. lakefs.repository=my-data"),
+]
+
+
+def _resolve_config(env: str | None, files: list[Path] | None, overrides: list[str] | None):
+    from sluice.config import ConfigError, env_file_for, load_config
+
+    layers = [p for p in [env_file_for(env)] if p is not None] + list(files or [])
+    try:
+        return load_config(layers, overrides or [])
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@config_app.command("show")
+def config_show(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
+    """Print the resolved configuration as YAML (secrets are never part of it)."""
+    from sluice.config import config_to_yaml
+
+    typer.echo(config_to_yaml(_resolve_config(env, config, overrides)), nl=False)
+
+
+@config_app.command("check")
+def config_check(files: Annotated[list[Path], typer.Argument(help="YAML files to check, each on its own.")]) -> None:
+    """Check config files; every problem is listed with file and line."""
+    from sluice.config import ConfigError, load_config
+
+    failed = False
+    for path in files:
+        try:
+            load_config([path])
+            typer.echo(f"ok   {path}")
+        except ConfigError as exc:
+            failed = True
+            typer.echo(f"FAIL {path}\n{exc}", err=True)
+    raise typer.Exit(1 if failed else 0)
+
+
+@lakefs_app.command("serve")
+def lakefs_serve(
+    data_dir: Annotated[Path, typer.Option(help="Where metadata (SQLite) and objects are kept.")] = Path(
+        ".sluice/lakefs"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one (see --ready-file).")] = 8000,
+    access_key_id: Annotated[
+        Optional[str], typer.Option(envvar="LAKECTL_CREDENTIALS_ACCESS_KEY_ID", help="Access key id clients must use.")
+    ] = None,
+    secret_access_key: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", help="Secret clients must use.", show_default=False
+        ),
+    ] = None,
+    ready_file: Annotated[
+        Optional[Path], typer.Option(help="Write {endpoint, pid} here as JSON once accepting connections.")
+    ] = None,
+) -> None:
+    """Serve the lakeFS REST API (/api/v1) from a local data directory."""
+    if not access_key_id or not secret_access_key:
+        typer.echo(
+            "error: credentials are required: set LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY (or pass --access-key-id/--secret-access-key)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from sluice.lakefs_server.server import serve
+
+    serve(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        ready_file=ready_file,
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Option(help="Folder to (re)write the demo datasets into.")] = Path("demo/data"),
+) -> None:
+    """Regenerate the bundled demo datasets (deterministic: same bytes every time)."""
+    from sluice.demo_data import write_demo_data
+
+    for path in write_demo_data(out_dir):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
+    """The main job: publish the bundled demo data into the data lake's main branch.
+
+    Uses lakeFS at LAKECTL_SERVER_ENDPOINT_URL, or starts the embedded server.
+    """
+    resolved = _resolve_config(env, config, overrides)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.publish_demo_data import publish_demo_data
+    from sluice.local_lakefs import lakefs_environment
+
+    with lakefs_environment(resolved.lakefs) as endpoint:
+        result = publish_demo_data(config=resolved)
+    typer.echo("")
+    typer.echo(f"lakeFS endpoint : {endpoint.url}{' (embedded, stopped now)' if endpoint.embedded else ''}")
+    typer.echo(f"repository      : {result.repository}")
+    typer.echo(f"main commit     : {result.commit_id}")
+    typer.echo(f"files           : {', '.join(result.paths)}")
+    if endpoint.embedded:
+        typer.echo(
+            f"browse it again : sluice lakefs serve --data-dir {resolved.lakefs.embedded_data_dir} "
+            "(credentials in its credentials.json)"
+        )
+
+
+@app.command()
+def version() -> None:
+    """Print the installed Sluicegate version."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(package_version("sluicegate"))
+
+
+def main() -> None:  # python -m sluice
+    app(prog_name="sluice")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures: one embedded lakeFS-compatible server per session (a real
+``sluice lakefs serve`` process), a fresh repository per test, and the
+official SDK client — the only way tests talk to the server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Offline, quiet, and isolated from the developer's own Prefect profile.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
+             "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "SLUICE_ENV"):
+    os.environ.pop(_key, None)
+
+from sluice.local_lakefs import EmbeddedLakeFS, LakeFSEndpoint  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_KEY = ("AKIATESTSLUICE", "test-secret-not-used-anywhere-else")
+
+
+@pytest.fixture(scope="session")
+def lakefs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSEndpoint]:
+    server = EmbeddedLakeFS(tmp_path_factory.mktemp("lakefs-data"), port=0, credentials=TEST_KEY,
+                            extra_env={"LAKEFSACTION_TEST_TOKEN": "token-from-the-server-environment"})
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def lakefs_client(lakefs_server: LakeFSEndpoint):  # type: ignore[no-untyped-def]
+    import lakefs
+
+    return lakefs.Client(host=lakefs_server.url, username=lakefs_server.access_key_id,
+                         password=lakefs_server.secret_access_key)
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def repo(lakefs_client):  # type: ignore[no-untyped-def]
+    """A new, empty repository (its own storage namespace) for one test."""
+    import lakefs
+
+    name = unique_name()
+    return lakefs.Repository(name, client=lakefs_client).create(storage_namespace=f"local://{name}")
+
+
+@pytest.fixture
+def lakefs_env(lakefs_server: LakeFSEndpoint, monkeypatch: pytest.MonkeyPatch) -> LakeFSEndpoint:
+    """The standard LAKECTL_* variables, pointing at the session's server."""
+    monkeypatch.setenv("LAKECTL_SERVER_ENDPOINT_URL", lakefs_server.url)
+    monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", lakefs_server.access_key_id)
+    monkeypatch.setenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", lakefs_server.secret_access_key)
+    return lakefs_server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A real Prefect API on a temporary database, shared by the flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

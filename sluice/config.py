@@ -199,7 +199,20 @@ class _Layers:
         for end in range(len(loc), 0, -1):
             if loc[:end] in self.origins:
                 return self.origins[loc[:end]]
-        return "defaults"
+        deeper = [origin for key, origin in self.origins.items() if key[: len(loc)] == loc]
+        return deeper[0] if deeper else "defaults"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``2e-4`` as a float (YAML 1.2); PyYAML's
+    YAML 1.1 rules would make it a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
@@ -213,7 +226,7 @@ def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
 def _yaml_with_lines(path: Path) -> tuple[Any, dict[tuple[str, ...], str]]:
     """Parse YAML and record ``file:line`` for every mapping key."""
     text = path.read_text(encoding="utf-8")
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = yaml.compose(text, Loader=_Loader)
     origins: dict[tuple[str, ...], str] = {}
 
     def walk(n: yaml.Node, loc: tuple[str, ...]) -> None:
@@ -225,7 +238,7 @@ def _yaml_with_lines(path: Path) -> tuple[Any, dict[tuple[str, ...], str]]:
 
     if node is not None:
         walk(node, ())
-    return yaml.safe_load(text), origins
+    return yaml.load(text, Loader=_Loader), origins  # noqa: S506 (a SafeLoader)
 
 
 def _environment_only_problems(data: Any, loc: tuple[str, ...], origins: Mapping) -> list[str]:
@@ -250,7 +263,7 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError([f"override {text!r}: expected dotted.key=value"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([f"override {text!r}: value is not valid YAML ({exc})"]) from exc
     return tuple(key.split(".")), value

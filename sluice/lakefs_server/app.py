@@ -37,6 +37,7 @@ from .actions import ACTIONS_PREFIX, Action, ActionFileError, ActionRunner, Hook
 from .blobs import BlobStore, BlobWriter
 from .errors import APIError, BadRequest, MergeConflict, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .store import EMPTY_TREE, Commit, Difference, MetadataStore, ObjectEntry, ResolvedRef, validate_path
+from .ui import ui_routes
 
 log = logging.getLogger("sluice.lakefs")
 
@@ -223,7 +224,10 @@ class BasicAuth:
         if scope["type"] == "http" and scope["path"] not in self.OPEN:
             header = dict(scope["headers"]).get(b"authorization", b"")
             if not self._valid(header):
-                await _error(401, "error authenticating request")(scope, receive, send)
+                response = _error(401, "error authenticating request")
+                if not scope["path"].startswith(API):  # a browser on the web view: ask for the key
+                    response.headers["WWW-Authenticate"] = 'Basic realm="lakeFS"'
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -811,5 +815,6 @@ def create_app(data_dir: Path, credentials: Credentials) -> tuple[ASGIApp, LakeF
         await api.actions.aclose()
         api.store.close()
 
-    starlette = Starlette(routes=api.routes(), exception_handlers={404: _not_found}, lifespan=lifespan)
+    starlette = Starlette(routes=api.routes() + ui_routes(api.store), exception_handlers={404: _not_found},
+                          lifespan=lifespan)
     return BasicAuth(starlette, credentials), api

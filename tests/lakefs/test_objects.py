@@ -169,3 +169,17 @@ def test_generated_client_multipart_upload(repo, lakefs_client):
     assert (stats.path, stats.size_bytes) == ("multi.bin", 3)
     assert stats.checksum == hashlib.md5(b"\x01\x02\x03").hexdigest()
     assert repo.branch("main").object("multi.bin").reader().read() == b"\x01\x02\x03"
+
+
+def test_reset_discards_uncommitted_changes_by_object_prefix_or_all(repo):
+    branch = repo.branch("main")
+    branch.object("keep").upload(data=b"committed")
+    branch.commit("base")
+    for path in ("keep", "dir/a", "dir/b", "other"):
+        branch.object(path).upload(data=b"staged")
+    branch.reset_changes(path_type="object", path="keep")
+    assert branch.object("keep").reader().read() == b"committed"
+    branch.reset_changes(path_type="common_prefix", path="dir/")
+    assert sorted(c.path for c in branch.uncommitted()) == ["other"]
+    branch.reset_changes(path_type="reset")
+    assert list(branch.uncommitted()) == []

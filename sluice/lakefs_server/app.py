@@ -270,8 +270,11 @@ class LakeFSAPI:
             actions.append(action)
         return actions
 
-    def _object_stats(self, repo: str, entry: ObjectEntry, with_metadata: bool = True) -> dict[str, Any]:
-        namespace = self.store.get_repository(repo).storage_namespace.rstrip("/")
+    def _namespace(self, repo: str) -> str:
+        return self.store.get_repository(repo).storage_namespace.rstrip("/")
+
+    @staticmethod
+    def _object_stats(namespace: str, entry: ObjectEntry, with_metadata: bool = True) -> dict[str, Any]:
         stats: dict[str, Any] = {
             "path": entry.path,
             "path_type": "object",
@@ -562,19 +565,24 @@ class LakeFSAPI:
         return _listing(results, has_more)
 
     def _touches(self, repo: str, commit: Commit, objects: list[str], prefixes: list[str]) -> bool:
+        """Did this (single-parent) commit change any of these objects or
+        anything under these prefixes? lakeFS's log filter."""
         if len(commit.parents) != 1:
             return False
         parent = self.store.get_commit(repo, commit.parents[0])
-        mine, theirs = self.store.tree(commit.tree_id), self.store.tree(parent.tree_id)
+        if parent.tree_id == commit.tree_id:
+            return False
 
-        def identity(tree: dict[str, ObjectEntry], path: str) -> Any:
-            return tree[path].identity if path in tree else None
+        def identity(entry: ObjectEntry | None) -> Any:
+            return entry.identity if entry else None
 
-        if any(identity(mine, p) != identity(theirs, p) for p in objects):
-            return True
+        for path in objects:
+            if identity(self.store.tree_entry(commit.tree_id, path)) != identity(
+                    self.store.tree_entry(parent.tree_id, path)):
+                return True
         for prefix in prefixes:
-            paths = {p for p in mine.keys() | theirs.keys() if p.startswith(prefix)}
-            if any(identity(mine, p) != identity(theirs, p) for p in paths):
+            mine, theirs = self.store.tree(commit.tree_id, prefix), self.store.tree(parent.tree_id, prefix)
+            if {p: e.identity for p, e in mine.items()} != {p: e.identity for p, e in theirs.items()}:
                 return True
         return False
 
@@ -680,7 +688,7 @@ class LakeFSAPI:
         self.store.branch_head(repo, branch, missing=f"branch '{branch}' not found")
         entry = ObjectEntry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
         self.store.stage_object(repo, branch, entry)
-        return _json(self._object_stats(repo, entry), 201)
+        return _json(self._object_stats(self._namespace(repo), entry), 201)
 
     @staticmethod
     async def _receive_multipart(request: Request, writer: BlobWriter) -> str:
@@ -754,7 +762,7 @@ class LakeFSAPI:
 
     async def stat_object(self, request: Request, repo: str, ref: str) -> Response:
         entry = self._entry(repo, ref, validate_path(_require_query(request, "path")))
-        return _json(self._object_stats(repo, entry))
+        return _json(self._object_stats(self._namespace(repo), entry))
 
     async def list_objects(self, request: Request, repo: str, ref: str) -> Response:
         query = request.query_params
@@ -763,14 +771,13 @@ class LakeFSAPI:
             repo, self.store.resolve(repo, ref), query.get("prefix", ""), query.get("after", ""),
             query.get("delimiter", ""), _amount(request),
         )
-        items = []
+        items, namespace = [], self._namespace(repo)
         for item in results:
             if isinstance(item, str):
                 items.append({"path": item, "path_type": "common_prefix", "physical_address": "",
                               "checksum": "", "mtime": 0})
             else:
-                stats = self._object_stats(repo, item, with_metadata and bool(item.metadata))
-                items.append(stats)
+                items.append(self._object_stats(namespace, item, with_metadata and bool(item.metadata)))
         return _listing(items, has_more, key="path")
 
     # -------------------------------------------------------------- action runs

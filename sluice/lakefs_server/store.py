@@ -575,11 +575,13 @@ class MetadataStore:
         self, table_filter: str, params: tuple, lower: str, inclusive: bool, upper: str | None
     ) -> Iterator[tuple]:
         op = ">=" if inclusive else ">"
+        # Two statements, not "(? IS NULL OR path < ?)": SQLite bounds the index
+        # range only with a plain comparison, else a prefix scan runs to the end.
+        bounded = "AND path < ? " if upper is not None else ""
         while True:
             rows = self.db.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM {table_filter} AND path {op} ? AND (? IS NULL OR path < ?) "
-                "ORDER BY path LIMIT ?",
-                (*params, lower, upper, upper, _PAGE),
+                f"SELECT {_ENTRY_COLUMNS} FROM {table_filter} AND path {op} ? {bounded}ORDER BY path LIMIT ?",
+                (*params, lower, *((upper,) if upper is not None else ()), _PAGE),
             ).fetchall()
             yield from rows
             if len(rows) < _PAGE:
@@ -647,8 +649,11 @@ class MetadataStore:
 
     # ---------------------------------------------------------------- commit
 
-    def tree(self, tree_id: str) -> dict[str, ObjectEntry]:
-        return {e.path: e for e in self._iter_tree(tree_id)}
+    def tree(self, tree_id: str, prefix: str = "") -> dict[str, ObjectEntry]:
+        return {e.path: e for e in self._iter_tree(tree_id, prefix, True, upper_bound(prefix))}
+
+    def tree_entry(self, tree_id: str, path: str) -> ObjectEntry | None:
+        return self._tree_entry(tree_id, path)
 
     def _store_tree(self, entries: dict[str, ObjectEntry]) -> str:
         if not entries:

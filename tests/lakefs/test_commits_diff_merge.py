@@ -198,3 +198,19 @@ def test_transactions_merge_through_a_hidden_branch(repo):
     assert sorted(o.path for o in main.objects()) == ["x", "y"]
     assert [b.id for b in repo.branches()] == ["main"]  # the transaction branch is gone
     assert "atomic batch" in [c.message for c in main.log(max_amount=3)]
+
+
+def test_log_filtered_to_objects_and_prefixes(repo):
+    main = repo.branch("main")
+    main.object("data/a.csv").upload(data=b"1")
+    touches_a = main.commit("a").get_commit().id
+    main.object("docs/readme").upload(data=b"r")
+    main.commit("docs")
+    main.object("data/b.csv").upload(data=b"2")
+    touches_b = main.commit("b").get_commit().id
+    main.object("data/a.csv").upload(data=b"1")  # same bytes: not a change
+    main.commit("no-op rewrite", allow_empty=True)
+
+    assert [c.id for c in main.log(objects=["data/a.csv"])] == [touches_a]
+    assert [c.id for c in main.log(prefixes=["data/"])] == [touches_b, touches_a]
+    assert [c.message for c in main.log(prefixes=["docs/"])] == ["docs"]

@@ -122,28 +122,64 @@ def demo_data(
 
 
 @app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="File, folder, saved HF dataset folder, or fsspec URL.")],
+    kind: Annotated[str, typer.Option("--kind", "-k", help="Dataset kind: sft, eval or preference.")],
+    source_name: Annotated[
+        Optional[str], typer.Option(help="Source name for rows without a `source` field (default: file name).")
+    ] = None,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Ingest a dataset through write-audit-publish: it reaches main only if its contract holds."""
+    from sluice.datasets import KINDS
+
+    if kind not in KINDS:
+        typer.echo(f"error: unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}", err=True)
+        raise typer.Exit(2)
+    resolved = _resolve_config(env, config, overrides)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.ingest import IngestRejected
+    from flows.ingest import ingest as ingest_flow
+    from sluice.local_lakefs import lakefs_environment
+
+    with lakefs_environment(resolved.lakefs):
+        try:
+            result = ingest_flow(source=source, kind=kind, source_name=source_name, config=resolved)  # type: ignore[arg-type]
+        except IngestRejected as rejected:
+            typer.echo(f"\nREJECTED: {rejected}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"\n{result.decision}: {result.message}")
+
+
+@app.command()
 def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
-    """The main job: publish the bundled demo data into the data lake's main branch.
+    """The main job: ingest the bundled demo datasets into the data lake through write-audit-publish.
 
     Uses lakeFS at LAKECTL_SERVER_ENDPOINT_URL, or starts the embedded server.
     """
     resolved = _resolve_config(env, config, overrides)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.publish_demo_data import publish_demo_data
+    from flows.demo import ingest_demo_data
     from sluice.local_lakefs import lakefs_environment
 
     with lakefs_environment(resolved.lakefs) as endpoint:
-        result = publish_demo_data(config=resolved)
+        results = ingest_demo_data(config=resolved)
     typer.echo("")
     typer.echo(f"lakeFS endpoint : {endpoint.url}{' (embedded, stopped now)' if endpoint.embedded else ''}")
-    typer.echo(f"repository      : {result.repository}")
-    typer.echo(f"main commit     : {result.commit_id}")
-    typer.echo(f"files           : {', '.join(result.paths)}")
+    typer.echo(f"repository      : {resolved.lakefs.repository}")
+    for result in results:
+        commit = result.main_commit.commit_id if result.main_commit else "-"
+        typer.echo(f"{result.kind:<11} : {result.decision:<24} main commit {commit}")
+    typer.echo(f"main commit     : {results[-1].main_commit.commit_id if results[-1].main_commit else '-'}")
     if endpoint.embedded:
         typer.echo(
             f"browse it again : sluice lakefs serve --data-dir {resolved.lakefs.embedded_data_dir} "
-            "(credentials in its credentials.json)"
+            f"--port {resolved.lakefs.embedded_port} (credentials in its credentials.json), then open "
+            f"{endpoint.url}/repositories/{resolved.lakefs.repository}"
         )
+    typer.echo("try the failure path: sluice ingest demo/broken/sft.jsonl --kind sft")
 
 
 @app.command()

@@ -126,12 +126,50 @@ def build_demo_data() -> dict[str, list[dict]]:
     return {"sft.jsonl": sft, "eval.jsonl": evaluation, "preference.jsonl": preference}
 
 
+def build_broken_sft() -> list[dict]:
+    """A batch that breaks the sft contract in every way a real feed does,
+    for the failure path: ~60% of its rows are invalid, far above the 5% the
+    contract lets it quarantine. Every line is still valid JSON."""
+    rng = random.Random(SEED + 1)
+    gates = _gates(rng, 12, set())
+    eval_question = build_demo_data()["eval.jsonl"][0]["question"]
+
+    def chat(gate: Gate, turn: int) -> list[dict]:
+        question, answer = _QUESTIONS[turn % len(_QUESTIONS)]
+        return [{"role": "user", "content": _prompt(gate, question.format(**vars(gate)))},
+                {"role": "assistant", "content": answer.format(**vars(gate))}]
+
+    good = [{"messages": chat(gate, i), "source": "demo"} for i, gate in enumerate(gates[:8])]
+    broken = [
+        {"messages": list(reversed(chat(gates[8], 0))), "source": "demo"},  # assistant speaks first
+        {"messages": [chat(gates[9], 1)[0], {"role": "assistant", "content": "   "}], "source": "demo"},  # empty
+        {"prompt": _prompt(gates[10], "Who keeps this sluice?"), "source": "demo"},  # no response
+        {"prompt": 42, "response": "forty-two", "source": "demo"},  # wrong type
+        {"messages": "user: hi / assistant: hello", "source": "demo"},  # wrong type
+        {"messages": chat(gates[11], 2), "source": "scraped-web"},  # source not allowed
+        {"prompt": eval_question, "response": "I do not know.", "source": "demo"},  # eval question in training
+        {"messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "ok"}],
+         "source": "demo"},  # too short
+        {"messages": [{"role": "user", "content": "x"}], "source": "demo"},  # no answer at all
+        {"messages": chat(gates[0], 3) + chat(gates[1], 3)[:1], "source": "demo"},  # ends on a user turn
+        {"messages": [{"role": "user", "content": _prompt(gates[2], "Mail the keeper?")},
+                      {"role": "assistant", "content": f"Write to keeper.{gates[2].town.lower()}@canal.example "
+                                                       "or call +44 20 7946 0958."}], "source": "demo"},  # PII
+    ]
+    rows = good + broken + [good[0], good[1]]  # and two exact duplicates
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in rows),
+                    encoding="utf-8")
+    return path
+
+
 def write_demo_data(out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, rows in build_demo_data().items():
-        path = out_dir / name
-        path.write_text("".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in rows),
-                        encoding="utf-8")
-        written.append(path)
+    """The demo datasets in ``out_dir`` and the broken sample beside them in
+    ``out_dir/../broken``."""
+    written = [_write_jsonl(out_dir / name, rows) for name, rows in build_demo_data().items()]
+    written.append(_write_jsonl(out_dir.parent / "broken" / "sft.jsonl", build_broken_sft()))
     return written

@@ -202,18 +202,29 @@ def create_branch(repository: str, branch: str, source_ref: str) -> CommitRef:
         return _commit_ref(repository, created.get_commit(), branch)
 
 
+def _open_source(location: str | Path):  # type: ignore[no-untyped-def]
+    """A local path, or an fsspec URL (s3://, lakefs://, …)."""
+    text = str(location)
+    if "://" in text and not text.startswith("file://"):
+        import fsspec
+
+        return fsspec.open(text, "rb").open()
+    return Path(text.removeprefix("file://")).open("rb")
+
+
 @task(name="upload-files", **IDEMPOTENT)
 def upload_files(repository: str, branch: str, files: Mapping[str, str | Path]) -> list[ObjectRef]:
-    """Upload local files to ``{lakefs path: local path}`` on a branch (staged,
-    not committed). Uploading the same bytes again changes nothing."""
+    """Upload files to ``{lakefs path: local path or fsspec URL}`` on a branch
+    (staged, not committed), streamed. Uploading the same bytes again changes
+    nothing."""
     import lakefs
 
     branch_ = lakefs.Repository(repository, client=lakefs_client()).branch(branch)
     uploaded = []
-    for lakefs_path, local_path in files.items():
+    for lakefs_path, location in files.items():
         obj = branch_.object(lakefs_path)
-        with lakefs_call(f"upload {local_path} to {repository}/{branch}/{lakefs_path}"):
-            with Path(local_path).open("rb") as source, obj.writer(mode="wb") as sink:
+        with lakefs_call(f"upload {location} to {repository}/{branch}/{lakefs_path}"):
+            with _open_source(location) as source, obj.writer(mode="wb") as sink:
                 shutil.copyfileobj(source, sink, 8 << 20)  # streamed: the SDK spools to disk past 32 MiB
             stats = obj.stat()
         uploaded.append(ObjectRef(repository=repository, ref=branch, path=lakefs_path,
@@ -357,6 +368,25 @@ def read_dataframe(repository: str, commit_id: str, path: str) -> pd.DataFrame:
     if path.endswith(".csv"):
         return pd.read_csv(io.BytesIO(data))
     raise ValueError(f"{path}: unsupported dataset format (expected .parquet, .jsonl or .csv)")
+
+
+def read_column_under(repository: str, commit_id: str, prefix: str, column: str) -> list[str]:
+    """One column of every Parquet file under ``prefix`` at an exact commit
+    (e.g. the ids of a kind's published rows)."""
+    import lakefs
+    import pyarrow.parquet as pq
+
+    require_commit_id(commit_id)
+    ref = lakefs.Repository(repository, client=lakefs_client()).ref(commit_id)
+    values: list[str] = []
+    with lakefs_call(f"read {column} under {repository}/{commit_id}/{prefix}"):
+        for obj in ref.objects(prefix=prefix):
+            if not obj.path.endswith(".parquet"):
+                continue
+            data = ref.object(obj.path).reader(mode="rb").read()
+            table = pq.read_table(io.BytesIO(data), columns=[column])
+            values.extend(v for v in table[column].to_pylist() if v is not None)
+    return values
 
 
 @task(name="download-dataset", **IDEMPOTENT)

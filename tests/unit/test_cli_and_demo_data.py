@@ -104,9 +104,10 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
 
 
 def test_bundled_demo_data_is_exactly_what_the_generator_writes(tmp_path):
-    written = write_demo_data(tmp_path)
+    written = write_demo_data(tmp_path / "data")
+    assert len(written) == 4
     for path in written:
-        bundled = REPO_ROOT / "demo" / "data" / path.name
+        bundled = REPO_ROOT / "demo" / path.relative_to(tmp_path)
         assert bundled.read_bytes() == path.read_bytes(), f"{bundled} is stale: run `sluice demo-data`"
 
 

@@ -134,3 +134,13 @@ def test_config_is_a_valid_flow_parameter_schema():
     lakefs = schema["$defs"]["LakeFSConfig"]["properties"]
     assert "description" in lakefs["repository"]
     assert SluiceConfig.model_validate(SluiceConfig().model_dump(mode="json")) == SluiceConfig()
+
+
+def test_pii_pattern_names_are_data_not_secrets():
+    config = load_config(overrides=["data.cleaning.pii_patterns={api_key: 'sk-[A-Za-z0-9]{20,}'}"])
+    assert config.data.cleaning.pii_patterns == {"api_key": "sk-[A-Za-z0-9]{20,}"}
+
+
+def test_cleaning_cross_field_bounds_are_checked():
+    with pytest.raises(ConfigError, match="min_tokens .10. is greater than max_tokens .5."):
+        load_config(overrides=["data.cleaning.min_tokens=10", "data.cleaning.max_tokens=5"])

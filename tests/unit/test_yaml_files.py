@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sluice.config import load_config
+from sluice.contracts import load_contract
 from sluice.lakefs_server.actions import parse_action
 from tests.conftest import REPO_ROOT
 
@@ -45,6 +46,9 @@ def _check(path: Path) -> None:
         load_config([path])
     elif relative == Path("prefect.yaml"):
         _check_prefect_yaml(path)
+    elif relative.parts[0] == "data_contracts":
+        contract = load_contract(path)
+        assert relative.stem == contract.kind, f"{relative} describes {contract.kind} data: name it {contract.kind}.yaml"
     elif relative.parts[:2] == ("deployments", "lakefs-actions"):
         parse_action(str(relative), path.read_bytes())
     else:
@@ -58,4 +62,5 @@ def test_yaml_file_loads(path: Path) -> None:
 
 def test_the_repository_has_yaml_files_to_check() -> None:
     names = {str(p.relative_to(REPO_ROOT)) for p in _yaml_files()}
-    assert {"prefect.yaml", "configs/env/local.yaml"} <= names
+    assert {"prefect.yaml", "configs/env/local.yaml", "data_contracts/sft.yaml", "data_contracts/eval.yaml",
+            "data_contracts/preference.yaml"} <= names

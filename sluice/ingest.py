@@ -1,0 +1,437 @@
+"""Prepare an ingested batch: read → canonical rows → clean → deduplicate,
+block by block, so memory stays bounded whatever the input size.
+
+Pass 1 reads each block, normalises and redacts its text, computes ids,
+token counts, MinHash signatures and the per-row facts the contract checks,
+and writes the block to a scratch Parquet file. Between the passes the
+duplicate and length decisions are made over the whole batch (plus what is
+already published). Pass 2 streams the scratch file again and keeps the
+surviving rows. The result is a cleaned Parquet file, the validation frame
+(small per-row facts for Great Expectations) and a cleaning report.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from sluice import cleaning
+from sluice.config import CleaningConfig
+from sluice.datasets import InputError, InputProblem, SourceFile, read_source_file
+
+PUBLISHED_COLUMNS = ("id", "overlap_key")
+_SEPARATOR = "\x1e"  # between fields in the canonical string an id is hashed from
+_TURN = "\x1f"  # between role and content
+
+
+class CleaningReport(BaseModel):
+    """Rows in, rows out, and why each dropped row was dropped."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = {}  # reason → rows
+    pii_redacted: dict[str, int] = {}  # PII type → matches replaced
+    rows_with_pii: int = 0
+    duplicate_rate: float = 0.0  # exact + near duplicates (incl. already published) / rows in
+    seconds: dict[str, float] = {}  # stage → seconds
+
+
+class PreparedBatch(BaseModel):
+    """A cleaned batch on local disk, ready for its contract."""
+
+    kind: str
+    clean_path: str  # Parquet: canonical columns + id + overlap_key
+    frame_path: str  # Parquet: the validation frame (one row per clean row)
+    files: list[str]
+    report: CleaningReport
+
+
+@dataclass
+class _Accumulated:
+    """What pass 1 keeps of every row (small, fixed-size values only)."""
+
+    ids: list[pa.Array] = field(default_factory=list)
+    tokens: list[np.ndarray] = field(default_factory=list)
+    complete: list[np.ndarray] = field(default_factory=list)  # all text fields present, types right
+    signatures: list[np.ndarray] = field(default_factory=list)
+    frames: list[pa.Table] = field(default_factory=list)
+    pii_counts: dict[str, int] = field(default_factory=dict)
+    rows_with_pii: int = 0
+
+
+# ------------------------------------------------------------------ text fields per kind
+
+
+def _list_parent(lists: pa.Array) -> np.ndarray:
+    return pc.list_parent_indices(lists).to_numpy()
+
+
+def _rebuild_list(lists: pa.ListArray, values: pa.Array) -> pa.Array:
+    return pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null())
+
+
+def _join_lists(lists: pa.ListArray, separator: str) -> pa.Array:
+    return pc.fill_null(pc.binary_join(lists, separator), "")
+
+
+def _clean_texts(values: pa.Array, config: CleaningConfig, acc: _Accumulated) -> tuple[pa.Array, np.ndarray]:
+    """Normalise and redact one text array; returns the text and which
+    elements had PII."""
+    values = cleaning.normalize_text(values, config.unicode_form, config.collapse_whitespace)
+    if not config.redact_pii or len(values) == 0:
+        return values, np.zeros(len(values), dtype=bool)
+    redacted = cleaning.redact_pii(values, config.pii_patterns)
+    for name, count in redacted.counts.items():
+        acc.pii_counts[name] = acc.pii_counts.get(name, 0) + count
+    return redacted.values, redacted.rows_with_pii
+
+
+def _per_row_any(flags: np.ndarray, parents: np.ndarray, rows: int) -> np.ndarray:
+    return np.bincount(parents, weights=flags.astype(np.float64), minlength=rows) > 0
+
+
+def row_texts(table: pa.Table, kind: str) -> pa.Array:
+    """Each row's text as one string (all its text fields, newline-separated):
+    what its length in tokens and its near-duplicate signature are taken of."""
+    if kind == "sft":
+        messages = table["messages"].combine_chunks()
+        return _join_lists(_rebuild_list(messages, messages.values.field("content")), "\n")
+    if kind == "eval":
+        return pc.binary_join_element_wise(
+            pc.fill_null(table["question"].combine_chunks(), ""), _join_lists(table["contexts"].combine_chunks(), "\n"),
+            pc.fill_null(table["reference"].combine_chunks(), ""), "\n")
+    return pc.binary_join_element_wise(*(pc.fill_null(table[c].combine_chunks(), "") for c in
+                                         ("prompt", "chosen", "rejected")), "\n")
+
+
+def clean_block(table: pa.Table, kind: str, config: CleaningConfig, acc: _Accumulated) -> pa.Table:
+    """The block with every text field normalised and redacted."""
+    n = table.num_rows
+    pii = np.zeros(n, dtype=bool)
+    if kind == "sft":
+        messages = table["messages"].combine_chunks()
+        contents, flags = _clean_texts(messages.values.field("content"), config, acc)
+        pii |= _per_row_any(flags, _list_parent(messages), n)
+        inner = pa.StructArray.from_arrays([messages.values.field("role"), contents],
+                                           fields=list(messages.type.value_type))
+        table = table.set_column(table.schema.get_field_index("messages"), "messages",
+                                 _rebuild_list(messages, inner))
+    elif kind == "eval":
+        for name in ("question", "reference"):
+            values, flags = _clean_texts(table[name].combine_chunks(), config, acc)
+            pii |= flags
+            table = table.set_column(table.schema.get_field_index(name), name, values)
+        contexts = table["contexts"].combine_chunks()
+        passages, flags = _clean_texts(contexts.values, config, acc)
+        pii |= _per_row_any(flags, _list_parent(contexts), n)
+        table = table.set_column(table.schema.get_field_index("contexts"), "contexts",
+                                 _rebuild_list(contexts, passages))
+    else:
+        for name in ("prompt", "chosen", "rejected"):
+            values, flags = _clean_texts(table[name].combine_chunks(), config, acc)
+            pii |= flags
+            table = table.set_column(table.schema.get_field_index(name), name, values)
+    acc.rows_with_pii += int(pii.sum())
+    return table
+
+
+def complete_rows(table: pa.Table, kind: str) -> np.ndarray:
+    """Rows with every text field present and well typed. Only these are
+    judged by cleaning's length and near-duplicate rules; incomplete rows go
+    to the contract, which says what is missing."""
+    fields = {"sft": ("messages",), "eval": ("question", "contexts", "reference"),
+              "preference": ("prompt", "chosen", "rejected")}[kind]
+    complete = table["schema_errors"].combine_chunks().is_null().to_numpy(zero_copy_only=False)
+    for name in fields:
+        complete = complete & table[name].combine_chunks().is_valid().to_numpy(zero_copy_only=False)
+    return complete
+
+
+def canonical_strings(table: pa.Table, kind: str) -> pa.Array:
+    """The content a row's id is the hash of: every field, in a fixed layout."""
+    if kind == "sft":
+        messages = table["messages"].combine_chunks()
+        turns = pc.binary_join_element_wise(pc.fill_null(messages.values.field("role"), ""),
+                                            pc.fill_null(messages.values.field("content"), ""), _TURN)
+        body = _join_lists(_rebuild_list(messages, turns), _SEPARATOR)
+        return pc.binary_join_element_wise("sft", body, _SEPARATOR)
+    if kind == "eval":
+        contexts = _join_lists(table["contexts"].combine_chunks(), "\x1d")
+        return pc.binary_join_element_wise("eval", pc.fill_null(table["question"], ""), contexts,
+                                           pc.fill_null(table["reference"], ""), _SEPARATOR)
+    return pc.binary_join_element_wise("preference", *(pc.fill_null(table[c], "") for c in
+                                                       ("prompt", "chosen", "rejected")), _SEPARATOR)
+
+
+def identity_strings(table: pa.Table, kind: str, complete: np.ndarray) -> pa.Array:
+    """What a row's id hashes: its content; for an incomplete row (nothing or
+    too little to identify it by) also where it came from, so each one keeps
+    an id of its own in reports and quarantine."""
+    content = canonical_strings(table, kind)
+    if complete.all():
+        return content
+    where = pc.binary_join_element_wise(table["source_file"].combine_chunks(),
+                                        pc.cast(table["source_line"].combine_chunks(), pa.string()), ":")
+    return pc.if_else(pa.array(complete), content, pc.binary_join_element_wise(content, where, _SEPARATOR))
+
+
+def prompt_texts(table: pa.Table, kind: str) -> pa.Array:
+    """What a row asks: the first user turn (sft), the question (eval), the
+    prompt (preference). Compared across kinds for the no-overlap rule."""
+    if kind == "eval":
+        return pc.fill_null(table["question"].combine_chunks(), "")
+    if kind == "preference":
+        return pc.fill_null(table["prompt"].combine_chunks(), "")
+    messages = table["messages"].combine_chunks()
+    n = len(messages)
+    values = messages.values
+    is_user = pc.equal(values.field("role"), "user").fill_null(False).to_numpy(zero_copy_only=False)
+    parents = _list_parent(messages)
+    positions = np.arange(len(values))
+    first = np.full(n, len(values), dtype=np.int64)
+    np.minimum.at(first, parents[is_user], positions[is_user])
+    found = first < len(values)
+    contents = pc.fill_null(values.field("content"), "")
+    taken = contents.take(pa.array(np.where(found, first, 0))) if len(values) else pa.nulls(n, pa.string())
+    return pc.if_else(pa.array(found), taken, "")
+
+
+def overlap_keys(texts: pa.Array) -> pa.Array:
+    """Case- and whitespace-insensitive hash of a prompt text."""
+    lowered = pc.utf8_lower(texts)
+    squeezed = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, r"\s+", " "))
+    return cleaning.stable_ids(squeezed)
+
+
+# ------------------------------------------------------------------ validation frame
+
+
+def _chars(values: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.utf8_length(values), 0)
+
+
+def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarray, pii_remaining: np.ndarray,
+                     text_fields: Iterable[str]) -> pa.Table:
+    """The per-row facts a contract checks, as small columns."""
+    frame: dict[str, pa.Array | np.ndarray] = {
+        "id": ids,
+        "overlap_key": table["overlap_key"].combine_chunks(),
+        "source": table["source"].combine_chunks(),
+        "source_file": table["source_file"].combine_chunks(),
+        "source_line": table["source_line"].combine_chunks(),
+        "types_ok": table["schema_errors"].combine_chunks().is_null(),
+        "schema_errors": table["schema_errors"].combine_chunks(),
+        "n_tokens": tokens,
+        "pii_remaining": pii_remaining,
+    }
+    for column in table.column_names:
+        if column not in ("schema_errors", "id", "overlap_key"):
+            frame[f"has_{column}"] = table[column].combine_chunks().is_valid()
+    if kind == "sft":
+        messages = table["messages"].combine_chunks()
+        roles = pc.binary_join(_rebuild_list(messages, messages.values.field("role")), ",")
+        # "system,user,assistant," — each role ends with a comma, as the role-order regex expects
+        frame["role_sequence"] = pc.fill_null(pc.binary_join_element_wise(roles, "", ","), "")
+        lengths = _chars(messages.values.field("content")).to_numpy(zero_copy_only=False)
+        offsets = messages.offsets.to_numpy()
+        counts = np.diff(offsets)
+        minimum = np.zeros(len(messages), dtype=np.int64)
+        if len(lengths):
+            reduced = np.minimum.reduceat(lengths, np.minimum(offsets[:-1], len(lengths) - 1))
+            minimum = np.where(counts > 0, reduced, 0)
+        frame["min_turn_chars"] = minimum
+    elif kind == "eval":
+        frame["n_contexts"] = pc.fill_null(pc.list_value_length(table["contexts"].combine_chunks()), 0)
+        frame["question_chars"] = _chars(table["question"].combine_chunks())
+        frame["reference_chars"] = _chars(table["reference"].combine_chunks())
+    else:
+        for name in ("prompt", "chosen", "rejected"):
+            frame[f"{name}_chars"] = _chars(table[name].combine_chunks())
+        frame["chosen_differs"] = pc.not_equal(table["chosen"], table["rejected"]).combine_chunks().fill_null(True)
+    for name in text_fields:
+        frame[f"text_{name}"] = pc.fill_null(table[name].combine_chunks(), "")
+    return pa.table(frame)
+
+
+# ------------------------------------------------------------------ the two passes
+
+
+def _time(seconds: dict[str, float], stage: str, started: float) -> float:
+    now = time.perf_counter()
+    seconds[stage] = seconds.get(stage, 0.0) + now - started
+    return now
+
+
+def prepare_batch(
+    files: list[SourceFile],
+    kind: str,
+    config: CleaningConfig,
+    work_dir: Path,
+    *,
+    default_source: str,
+    chunk_rows: int,
+    published_ids: set[str] | None = None,
+    regex_fields: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> PreparedBatch:
+    """Read, clean and deduplicate ``files`` into ``work_dir``.
+
+    Raises :class:`InputError` when the input cannot be read (malformed JSON,
+    not UTF-8, an empty input), naming the file and line.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch_path, clean_path, frame_path = (work_dir / name for name in
+                                            ("scratch.parquet", "clean.parquet", "frame.parquet"))
+    acc, seconds = _Accumulated(), {}
+    regex_fields = tuple(regex_fields)
+    writer: pq.ParquetWriter | None = None
+    rows_in = 0
+    started = time.perf_counter()
+    for source in files:
+        for table in read_source_file(source, kind, default_source, chunk_rows):
+            started = _time(seconds, "read", started)
+            table = clean_block(table, kind, config, acc)
+            row_text = row_texts(table, kind)
+            complete = complete_rows(table, kind)
+            ids = cleaning.stable_ids(identity_strings(table, kind, complete))
+            table = table.append_column("id", ids).append_column("overlap_key",
+                                                                 overlap_keys(prompt_texts(table, kind)))
+            tokens = cleaning.count_tokens(row_text, config.tokenizer)
+            remaining = cleaning.count_pii(row_text, config.pii_patterns)
+            started = _time(seconds, "clean", started)
+            if config.near_duplicate_threshold is not None:
+                acc.signatures.append(cleaning.minhash_signatures(
+                    row_text, num_perm=config.minhash_permutations, shingle_words=config.shingle_words))
+            started = _time(seconds, "minhash", started)
+            acc.ids.append(ids)
+            acc.tokens.append(tokens)
+            acc.complete.append(complete)
+            acc.frames.append(validation_block(table, kind, ids, tokens, remaining, regex_fields))
+            if writer is None:
+                writer = pq.ParquetWriter(scratch_path, table.schema)
+            writer.write_table(table)
+            rows_in += table.num_rows
+            started = _time(seconds, "write", started)
+            if progress:
+                progress(table.num_rows)
+    if writer is None:
+        names = ", ".join(f.location for f in files)
+        raise InputError([InputProblem(names, None, "empty input: no rows to ingest")])
+    writer.close()
+
+    keep, dropped = decide_drops(acc, config, published_ids or set(),
+                                 texts_at=lambda positions: _texts_at(scratch_path, kind, positions))
+    started = _time(seconds, "deduplicate", started)
+
+    kept = _write_kept(scratch_path, clean_path, keep)
+    pq.write_table(pa.concat_tables(acc.frames).filter(pa.array(keep)), frame_path)
+    scratch_path.unlink()
+    _time(seconds, "write", started)
+
+    duplicates = sum(dropped.get(r, 0) for r in ("exact_duplicate", "near_duplicate", "already_published"))
+    report = CleaningReport(
+        rows_in=rows_in, rows_out=kept, dropped={k: v for k, v in dropped.items() if v},
+        pii_redacted={k: v for k, v in sorted(acc.pii_counts.items()) if v}, rows_with_pii=acc.rows_with_pii,
+        duplicate_rate=duplicates / rows_in if rows_in else 0.0,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+    return PreparedBatch(kind=kind, clean_path=str(clean_path), frame_path=str(frame_path),
+                         files=[f.location for f in files], report=report)
+
+
+def decide_drops(
+    acc: _Accumulated, config: CleaningConfig, published_ids: set[str],
+    texts_at: Callable[[np.ndarray], list[str]] | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows survive cleaning, and how many were dropped for each reason.
+    Exact duplicates keep their first occurrence; near duplicates point at an
+    earlier kept row, and (with ``texts_at``) are confirmed on the exact
+    Jaccard similarity of their texts, since MinHash only estimates it."""
+    ids = pa.chunked_array(acc.ids, pa.string()).to_numpy()
+    tokens = np.concatenate(acc.tokens) if acc.tokens else np.zeros(0, dtype=np.int64)
+    keep = np.ones(len(ids), dtype=bool)
+    dropped: dict[str, int] = {}
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        newly = mask & keep
+        dropped[reason] = dropped.get(reason, 0) + int(newly.sum())
+        keep[newly] = False
+
+    complete = np.concatenate(acc.complete) if acc.complete else np.zeros(len(ids), dtype=bool)
+    if config.drop_exact_duplicates:
+        if published_ids:
+            drop(np.isin(ids, np.array(sorted(published_ids), dtype=object)), "already_published")
+        _, first = np.unique(ids, return_index=True)
+        repeated = np.ones(len(ids), dtype=bool)
+        repeated[first] = False
+        drop(repeated, "exact_duplicate")
+    drop(complete & (tokens < config.min_tokens), "too_short")
+    drop(complete & (tokens > config.max_tokens), "too_long")
+    threshold = config.near_duplicate_threshold
+    if threshold is not None and acc.signatures:
+        representative = cleaning.near_duplicates(np.concatenate(acc.signatures), threshold, keep=keep & complete)
+        candidates = np.nonzero(representative >= 0)[0]
+        if texts_at is not None and len(candidates):
+            texts = texts_at(np.concatenate([candidates, representative[candidates]]))
+            pairs = zip(texts[: len(candidates)], texts[len(candidates):], strict=True)
+            confirmed = np.array([jaccard(a, b, config.shingle_words) >= threshold for a, b in pairs])
+            candidates = candidates[confirmed]
+        near = np.zeros(len(ids), dtype=bool)
+        near[candidates] = True
+        drop(near, "near_duplicate")
+    return keep, dropped
+
+
+def shingles(text: str, size: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i:i + size]) for i in range(max(1, len(words) - size + 1))} if words else set()
+
+
+def jaccard(a: str, b: str, size: int) -> float:
+    first, second = shingles(a, size), shingles(b, size)
+    union = first | second
+    return len(first & second) / len(union) if union else 0.0
+
+
+def _texts_at(scratch: Path, kind: str, positions: np.ndarray) -> list[str]:
+    """Row texts at these positions of the scratch file, reading only the row
+    groups that hold them."""
+    source = pq.ParquetFile(scratch)
+    bounds = np.cumsum([0] + [source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)])
+    found: dict[int, str] = {}
+    wanted = np.unique(positions)
+    for group in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
+        in_group = wanted[(wanted >= bounds[group]) & (wanted < bounds[group + 1])]
+        table = source.read_row_group(int(group)).take(pa.array(in_group - bounds[group]))
+        for position, text in zip(in_group, row_texts(table, kind).to_pylist(), strict=True):
+            found[int(position)] = text or ""
+    return [found[int(p)] for p in positions]
+
+
+def _write_kept(scratch: Path, target: Path, keep: np.ndarray) -> int:
+    """Stream the scratch file into ``target``, keeping the rows marked."""
+    source = pq.ParquetFile(scratch)
+    writer: pq.ParquetWriter | None = None
+    offset = kept = 0
+    for batch in source.iter_batches(batch_size=65_536):
+        mask = keep[offset:offset + batch.num_rows]
+        offset += batch.num_rows
+        selected = batch.filter(pa.array(mask))
+        if writer is None:
+            writer = pq.ParquetWriter(target, source.schema_arrow)
+        writer.write_batch(selected)
+        kept += selected.num_rows
+    if writer is None:
+        pq.write_table(source.schema_arrow.empty_table(), target)
+    else:
+        writer.close()
+    return kept

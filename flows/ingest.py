@@ -94,15 +94,20 @@ def ingest(
                "sluice.contract_version": contract.version, "sluice.base_commit": base.commit_id}
     work = data.work_dir / batch_id
 
-    # Write: the raw input first, so that nothing is lost whatever happens next.
-    raw = upload_files(repo.repository, branch, raw_destinations(files, layout))
-    record = dict(layout=layout, source=source, source_name=name, files=files, raw_paths=[o.path for o in raw],
-                  contract=contract, base_commit=base.commit_id, flow_run={"id": run_id})
+    # Write: the raw input goes up while the batch is prepared (the upload runs
+    # mostly in the lakeFS server), and lands before any commit: nothing is lost.
+    raw_upload = upload_files.submit(repo.repository, branch, raw_destinations(files, layout))
     try:
         prepared = prepare(files, kind, data.cleaning, str(work / "prepare"), source_name=name,
                            chunk_rows=data.chunk_rows, contract=contract, repository=repo.repository,
                            base_commit=base.commit_id, datasets_prefix=data.datasets_prefix)
-    except InputError as error:
+        error = None
+    except InputError as unreadable:
+        error = unreadable
+    raw = raw_upload.result()
+    record = dict(layout=layout, source=source, source_name=name, files=files, raw_paths=[o.path for o in raw],
+                  contract=contract, base_commit=base.commit_id, flow_run={"id": run_id})
+    if error is not None:
         write_json(work / "manifest.json", manifest(**record, prepared=None, validated=None, error=str(error)))
         upload_files(repo.repository, branch, {layout.manifest: str(work / "manifest.json")})
         commit = commit_branch(repo.repository, branch, f"Raw {kind} input, unreadable ({batch_id})",
@@ -135,9 +140,10 @@ def ingest(
                          work_dir=str(work / "validate"))
     summary = validated.summary
     write_json(work / "manifest.json", manifest(**record, prepared=prepared, validated=validated))
-    files_to_stage = {layout.clean: validated.publish_path, layout.manifest: str(work / "manifest.json"),
+    files_to_stage = {layout.manifest: str(work / "manifest.json"),
                       **folder_files(Path(validated.reports_dir), layout.reports)}
-    if validated.quarantine_path:
+    if validated.quarantine_path:  # the published file changed: invalid rows moved to quarantine
+        files_to_stage[layout.clean] = validated.publish_path
         files_to_stage[layout.quarantine] = validated.quarantine_path
     upload_files(repo.repository, branch, files_to_stage)
     verdict = {**lineage, "sluice.decision": summary.decision, "sluice.rows_in": str(prepared.report.rows_in),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -131,12 +132,7 @@ def discover(source: str, storage_options: Mapping[str, Any] | None = None) -> l
     if not path.exists():
         raise InputError([InputProblem(source, None, "does not exist")])
     if path.is_dir():
-        if _is_hf_dataset_dir(path):
-            return [SourceFile(str(path), "hf")]
-        files = [p for p in sorted(path.rglob("*")) if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(path).parts)]
-        found = [SourceFile(str(p), FORMATS[p.suffix.lower()], p.stat().st_size) for p in files
-                 if p.suffix.lower() in FORMATS]
+        found = _walk_local(path)
         if not found:
             raise InputError([InputProblem(source, None, "folder holds no .jsonl, .json, .csv or .parquet files")])
         return found
@@ -147,6 +143,22 @@ def discover(source: str, storage_options: Mapping[str, Any] | None = None) -> l
     return [SourceFile(str(path), fmt, path.stat().st_size)]
 
 
+def _walk_local(folder: Path) -> list[SourceFile]:
+    """Readable files under a folder, sorted; hidden files and folders are
+    skipped, and a saved Hugging Face dataset inside is read as one dataset."""
+    if _is_hf_dataset_dir(folder):
+        return [SourceFile(str(folder), "hf")]
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found += _walk_local(entry)
+        elif entry.suffix.lower() in FORMATS:
+            found.append(SourceFile(str(entry), FORMATS[entry.suffix.lower()], entry.stat().st_size))
+    return found
+
+
 def _discover_remote(url: str, options: dict[str, Any]) -> list[SourceFile]:
     import fsspec
 
@@ -155,7 +167,9 @@ def _discover_remote(url: str, options: dict[str, Any]) -> list[SourceFile]:
     if not fs.exists(path):
         raise InputError([InputProblem(url, None, "does not exist")])
     if fs.isdir(path):
-        names = sorted(fs.find(path))
+        root = PurePosixPath(path)
+        names = [n for n in sorted(fs.find(path))
+                 if not any(part.startswith(".") for part in PurePosixPath(n).relative_to(root).parts)]
         found = [SourceFile(f"{protocol}://{name}", FORMATS[PurePosixPath(name).suffix.lower()],
                             fs.size(name), options)
                  for name in names if PurePosixPath(name).suffix.lower() in FORMATS]
@@ -240,11 +254,26 @@ def rows_to_table(rows: list[tuple[Any, int]], kind: str, file: str, default_sou
 # ------------------------------------------------------------------ whole blocks, vectorized
 
 
+class _AmbiguousColumn(Exception):
+    """A block names one field in two ways (e.g. prompt on some rows,
+    instruction on others): read it row by row."""
+
+
 def _column(table: pa.Table, names: tuple[str, ...]) -> pa.ChunkedArray | None:
-    for name in names:
-        if name in table.column_names:
-            return table[name]
-    return None
+    present = [name for name in names if name in table.column_names]
+    if len(present) > 1:
+        raise _AmbiguousColumn(present)
+    return table[present[0]] if present else None
+
+
+def _compact(lists: pa.Array) -> pa.Array:
+    """A list array whose null slots hold no hidden child values (pyarrow
+    allows them; downstream code reads children by offsets)."""
+    if lists.null_count == 0:
+        return lists
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+    return pa.ListArray.from_arrays(offsets, lists.flatten(), mask=lists.is_null())
 
 
 def _is_text(column: pa.ChunkedArray | None) -> bool:
@@ -270,10 +299,12 @@ def _messages_array(column: pa.ChunkedArray) -> pa.Array | None:
     if not all(n in names and (pa.types.is_string(names[n]) or pa.types.is_null(names[n]))
                for n in ("role", "content")):
         return None
-    lists = column.combine_chunks()
+    lists = _compact(column.combine_chunks())
     values = lists.values
-    inner = pa.StructArray.from_arrays([values.field("role").cast(pa.string()),
-                                        values.field("content").cast(pa.string())], fields=list(MESSAGE))
+    roles, contents = values.field("role"), values.field("content")
+    if values.null_count or roles.null_count or contents.null_count:
+        return None  # a turn without role or text: the exact path says which row
+    inner = pa.StructArray.from_arrays([roles.cast(pa.string()), contents.cast(pa.string())], fields=list(MESSAGE))
     return pa.ListArray.from_arrays(lists.offsets, inner, mask=lists.is_null())
 
 
@@ -283,21 +314,24 @@ def _prompt_response_messages(system: pa.Array, prompt: pa.Array, response: pa.A
     n = len(prompt)
     has_system = pc.and_(system.is_valid(), pc.not_equal(pc.utf8_length(system), 0)).fill_null(False)
     has_system = has_system.to_numpy(zero_copy_only=False)
-    counts = 2 + has_system.astype(np.int64)
+    missing = pc.or_(prompt.is_null(), response.is_null())
+    complete = ~missing.to_numpy(zero_copy_only=False)
+    counts = np.where(complete, 2 + has_system.astype(np.int64), 0)  # a missing row holds no turns
     offsets = np.concatenate([[0], np.cumsum(counts)])
     # positions of each row's turns in the flat child arrays
-    roles = np.empty(offsets[-1], dtype=object)
+    role = np.empty(offsets[-1], dtype=np.int8)  # index into ROLES
     take = np.empty(offsets[-1], dtype=np.int64)
-    starts = offsets[:-1]
-    sys_rows = np.nonzero(has_system)[0]
-    roles[starts[sys_rows]] = "system"
-    take[starts[sys_rows]] = sys_rows  # into system
-    user_at = starts + has_system
-    roles[user_at], take[user_at] = "user", n + np.arange(n)  # into prompt
-    roles[user_at + 1], take[user_at + 1] = "assistant", 2 * n + np.arange(n)  # into response
-    contents = pa.concat_arrays([system, prompt, response]).take(pa.array(take))
-    inner = pa.StructArray.from_arrays([pa.array(roles, pa.string()), contents], fields=list(MESSAGE))
-    missing = pc.or_(prompt.is_null(), response.is_null())
+    rows = np.nonzero(complete)[0]
+    starts = offsets[:-1][rows]
+    with_system = rows[has_system[rows]]
+    role[offsets[:-1][with_system]] = ROLES.index("system")
+    take[offsets[:-1][with_system]] = with_system  # into system
+    user_at = starts + has_system[rows]
+    role[user_at], take[user_at] = ROLES.index("user"), n + rows  # into prompt
+    role[user_at + 1], take[user_at + 1] = ROLES.index("assistant"), 2 * n + rows  # into response
+    roles = pa.array(ROLES, pa.string()).take(pa.array(role))
+    contents = pa.concat_arrays([system, prompt, response]).take(pa.array(take, pa.int64()))
+    inner = pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE))
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner, mask=missing)
 
 
@@ -305,6 +339,13 @@ def canonical_block(table: pa.Table, kind: str, file: str, first_line: int, defa
     """A block read by pyarrow as a canonical table, vectorized; None when a
     column has an unexpected type (the caller then reads the block exactly,
     row by row, to say which row and field)."""
+    try:
+        return _canonical_block(table, kind, file, first_line, default_source)
+    except _AmbiguousColumn:
+        return None
+
+
+def _canonical_block(table: pa.Table, kind: str, file: str, first_line: int, default_source: str) -> pa.Table | None:
     n = table.num_rows
     aliases = ALIASES[kind]
     columns: dict[str, pa.Array]
@@ -320,7 +361,7 @@ def canonical_block(table: pa.Table, kind: str, file: str, first_line: int, defa
             given = _messages_array(raw)
             if given is None:
                 return None
-            messages = pc.if_else(given.is_valid(), given, from_flat)
+            messages = _compact(pc.if_else(given.is_valid(), given, from_flat))
         columns = {"messages": messages}
     elif kind == "eval":
         question, reference = (_column(table, aliases[n_]) for n_ in ("question", "reference"))
@@ -335,7 +376,9 @@ def canonical_block(table: pa.Table, kind: str, file: str, first_line: int, defa
                                                      mask=texts.is_null())
         elif pa.types.is_list(contexts.type) and (pa.types.is_string(contexts.type.value_type)
                                                   or pa.types.is_null(contexts.type.value_type)):
-            context_lists = contexts.combine_chunks().cast(pa.list_(pa.string()))
+            context_lists = _compact(contexts.combine_chunks().cast(pa.list_(pa.string())))
+            if context_lists.values.null_count:
+                return None  # a null passage: the exact path says which row
         else:
             return None
         columns = {"question": _as_text(question, n), "contexts": context_lists,
@@ -349,8 +392,9 @@ def canonical_block(table: pa.Table, kind: str, file: str, first_line: int, defa
     source = _column(table, ("source",))
     if not _is_text(source):
         return None
-    columns["source"] = pc.fill_null(_as_text(source, n), default_source)
-    columns["source_file"] = pa.array(np.full(n, file, dtype=object), pa.string())
+    given_source = _as_text(source, n)
+    columns["source"] = pc.if_else(pc.equal(given_source, "").fill_null(True), default_source, given_source)
+    columns["source_file"] = pa.repeat(pa.scalar(file, pa.string()), n)
     columns["source_line"] = pa.array(np.arange(first_line, first_line + n, dtype=np.int64))
     columns["schema_errors"] = pa.nulls(n, pa.string())
     return pa.Table.from_pydict(columns, schema=CANONICAL[kind])
@@ -458,32 +502,44 @@ def read_json_array(source: SourceFile, kind: str, default_source: str, chunk_ro
 _LIST_FIELDS = {"messages", "contexts", "retrieved_contexts"}
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+
+
 def read_csv(source: SourceFile, kind: str, default_source: str, chunk_rows: int) -> Iterator[pa.Table]:
-    """CSV with a header row; list fields (messages, contexts) as JSON text."""
+    """CSV with a header row; list fields (messages, contexts) as JSON text.
+    A row's line is where its record starts (a quoted cell may span lines)."""
     with source.open() as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)
         rows: list[tuple[Any, int]] = []
         try:
-            for record in reader:
+            while True:
+                line = reader.line_num + 1 if reader.line_num else 2  # the header is line 1
+                record = next(reader, None)
+                if record is None:
+                    break
                 row: dict[str, Any] = {k: (v if v != "" else None) for k, v in record.items() if k is not None}
+                for value in row.values():
+                    if isinstance(value, str) and (bad := _UNDECODABLE.search(value)):
+                        byte = ord(bad.group(0)) - 0xDC00
+                        raise InputError([InputProblem(source.location, line, f"not valid UTF-8 (byte 0x{byte:02x}); "
+                                                                              "save the file as UTF-8")])
                 for name in _LIST_FIELDS & row.keys():
                     value = row[name]
                     if isinstance(value, str) and value.lstrip().startswith("["):
                         try:
                             row[name] = json.loads(value)
                         except json.JSONDecodeError as exc:
-                            raise InputError([InputProblem(source.location, reader.line_num,
+                            raise InputError([InputProblem(source.location, line,
                                                            f"{name}: malformed JSON list ({exc})")]) from None
-                rows.append((row, reader.line_num))
+                rows.append((row, line))
                 if len(rows) >= chunk_rows:
                     yield rows_to_table(rows, kind, source.location, default_source)
                     rows = []
-        except UnicodeDecodeError as exc:
-            raise InputError([InputProblem(source.location, reader.line_num + 1,
-                                           f"not valid UTF-8 ({exc.reason}); save the file as UTF-8")]) from None
         except csv.Error as exc:
             raise InputError([InputProblem(source.location, reader.line_num, f"malformed CSV ({exc})")]) from None
+        if reader.fieldnames and any(_UNDECODABLE.search(name) for name in reader.fieldnames):
+            raise InputError([InputProblem(source.location, 1, "not valid UTF-8 in the header; save the file as UTF-8")])
         if rows:
             yield rows_to_table(rows, kind, source.location, default_source)
 

@@ -13,10 +13,12 @@ surviving rows. The result is a cleaned Parquet file, the validation frame
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +52,7 @@ class PreparedBatch(BaseModel):
 
     kind: str
     clean_path: str  # Parquet: canonical columns + id + overlap_key
-    frame_path: str  # Parquet: the validation frame (one row per clean row)
+    frame_path: str  # Arrow IPC file: the validation frame (one row per clean row)
     files: list[str]
     report: CleaningReport
 
@@ -205,10 +207,14 @@ def prompt_texts(table: pa.Table, kind: str) -> pa.Array:
     return pc.if_else(pa.array(found), taken, "")
 
 
-def overlap_keys(texts: pa.Array) -> pa.Array:
-    """Case- and whitespace-insensitive hash of a prompt text."""
+def overlap_keys(texts: pa.Array, whitespace_collapsed: bool) -> pa.Array:
+    """Case- and whitespace-insensitive hash of a prompt text. Cleaned text
+    has single spaces already: only line breaks are left to flatten."""
     lowered = pc.utf8_lower(texts)
-    squeezed = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, r"\s+", " "))
+    if whitespace_collapsed:
+        squeezed = pc.replace_substring(lowered, "\n", " ")
+    else:
+        squeezed = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, r"\s+", " "))
     return cleaning.stable_ids(squeezed)
 
 
@@ -216,7 +222,7 @@ def overlap_keys(texts: pa.Array) -> pa.Array:
 
 
 def _chars(values: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.utf8_length(values), 0)
+    return pc.fill_null(pc.utf8_length(values), 0).cast(pa.int64())
 
 
 def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarray, pii_remaining: np.ndarray,
@@ -230,8 +236,9 @@ def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarr
         "source_line": table["source_line"].combine_chunks(),
         "types_ok": table["schema_errors"].combine_chunks().is_null(),
         "schema_errors": table["schema_errors"].combine_chunks(),
-        "n_tokens": tokens,
-        "pii_remaining": pii_remaining,
+        # int64: GX 1.24 checks ranges vectorized only on int64 columns (int32 goes row by row)
+        "n_tokens": pa.array(tokens, pa.int64()),
+        "pii_remaining": pa.array(pii_remaining, pa.int64()),
     }
     for column in table.column_names:
         if column not in ("schema_errors", "id", "overlap_key"):
@@ -250,7 +257,7 @@ def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarr
             minimum = np.where(counts > 0, reduced, 0)
         frame["min_turn_chars"] = minimum
     elif kind == "eval":
-        frame["n_contexts"] = pc.fill_null(pc.list_value_length(table["contexts"].combine_chunks()), 0)
+        frame["n_contexts"] = pc.fill_null(pc.list_value_length(table["contexts"].combine_chunks()), 0).cast(pa.int64())
         frame["question_chars"] = _chars(table["question"].combine_chunks())
         frame["reference_chars"] = _chars(table["reference"].combine_chunks())
     else:
@@ -263,6 +270,35 @@ def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarr
 
 
 # ------------------------------------------------------------------ the two passes
+
+
+def prefetched(blocks: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """Read the next block in a background thread while this one is cleaned
+    (parsing and the cleaning kernels release the GIL: two cores work)."""
+    done = object()
+    queue: Queue[object] = Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                queue.put(block)
+            queue.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            queue.put(exc)
+
+    thread = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    thread.start()
+    while (item := queue.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item  # type: ignore[misc]
+    thread.join()
+
+
+def read_frame(path: str | Path):  # type: ignore[no-untyped-def]
+    """The validation frame a prepared batch wrote, as a pandas DataFrame."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_pandas()
 
 
 def _time(seconds: dict[str, float], stage: str, started: float) -> float:
@@ -289,40 +325,42 @@ def prepare_batch(
     not UTF-8, an empty input), naming the file and line.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
+    # Scratch and frame are Arrow IPC (written at memory speed, read memory-mapped);
+    # only the cleaned rows are encoded as Parquet, once.
     scratch_path, clean_path, frame_path = (work_dir / name for name in
-                                            ("scratch.parquet", "clean.parquet", "frame.parquet"))
+                                            ("scratch.arrow", "clean.parquet", "frame.arrow"))
     acc, seconds = _Accumulated(), {}
     regex_fields = tuple(regex_fields)
-    writer: pq.ParquetWriter | None = None
+    writer: pa.ipc.RecordBatchFileWriter | None = None
     rows_in = 0
     started = time.perf_counter()
-    for source in files:
-        for table in read_source_file(source, kind, default_source, chunk_rows):
-            started = _time(seconds, "read", started)
-            table = clean_block(table, kind, config, acc)
-            row_text = row_texts(table, kind)
-            complete = complete_rows(table, kind)
-            ids = cleaning.stable_ids(identity_strings(table, kind, complete))
-            table = table.append_column("id", ids).append_column("overlap_key",
-                                                                 overlap_keys(prompt_texts(table, kind)))
-            tokens = cleaning.count_tokens(row_text, config.tokenizer)
-            remaining = cleaning.count_pii(row_text, config.pii_patterns)
-            started = _time(seconds, "clean", started)
-            if config.near_duplicate_threshold is not None:
-                acc.signatures.append(cleaning.minhash_signatures(
-                    row_text, num_perm=config.minhash_permutations, shingle_words=config.shingle_words))
-            started = _time(seconds, "minhash", started)
-            acc.ids.append(ids)
-            acc.tokens.append(tokens)
-            acc.complete.append(complete)
-            acc.frames.append(validation_block(table, kind, ids, tokens, remaining, regex_fields))
-            if writer is None:
-                writer = pq.ParquetWriter(scratch_path, table.schema)
-            writer.write_table(table)
-            rows_in += table.num_rows
-            started = _time(seconds, "write", started)
-            if progress:
-                progress(table.num_rows)
+    for table in prefetched(block for source in files
+                            for block in read_source_file(source, kind, default_source, chunk_rows)):
+        started = _time(seconds, "read", started)  # waiting for the reader thread
+        table = clean_block(table, kind, config, acc)
+        row_text = row_texts(table, kind)
+        complete = complete_rows(table, kind)
+        ids = cleaning.stable_ids(identity_strings(table, kind, complete))
+        table = table.append_column("id", ids).append_column(
+            "overlap_key", overlap_keys(prompt_texts(table, kind), config.collapse_whitespace))
+        tokens = cleaning.count_tokens(row_text, config.tokenizer)
+        remaining = cleaning.count_pii(row_text, config.pii_patterns)
+        started = _time(seconds, "clean", started)
+        if config.near_duplicate_threshold is not None:
+            acc.signatures.append(cleaning.minhash_signatures(
+                row_text, num_perm=config.minhash_permutations, shingle_words=config.shingle_words))
+        started = _time(seconds, "minhash", started)
+        acc.ids.append(ids)
+        acc.tokens.append(tokens)
+        acc.complete.append(complete)
+        acc.frames.append(validation_block(table, kind, ids, tokens, remaining, regex_fields))
+        if writer is None:
+            writer = pa.ipc.new_file(scratch_path, table.schema)
+        writer.write_table(table)
+        rows_in += table.num_rows
+        started = _time(seconds, "write", started)
+        if progress:
+            progress(table.num_rows)
     if writer is None:
         names = ", ".join(f.location for f in files)
         raise InputError([InputProblem(names, None, "empty input: no rows to ingest")])
@@ -333,7 +371,9 @@ def prepare_batch(
     started = _time(seconds, "deduplicate", started)
 
     kept = _write_kept(scratch_path, clean_path, keep)
-    pq.write_table(pa.concat_tables(acc.frames).filter(pa.array(keep)), frame_path)
+    frame = pa.concat_tables(acc.frames).filter(pa.array(keep))
+    with pa.ipc.new_file(frame_path, frame.schema) as frame_writer:
+        frame_writer.write_table(frame)
     scratch_path.unlink()
     _time(seconds, "write", started)
 
@@ -356,9 +396,9 @@ def decide_drops(
     Exact duplicates keep their first occurrence; near duplicates point at an
     earlier kept row, and (with ``texts_at``) are confirmed on the exact
     Jaccard similarity of their texts, since MinHash only estimates it."""
-    ids = pa.chunked_array(acc.ids, pa.string()).to_numpy()
+    id_array = pa.chunked_array(acc.ids, pa.string())
     tokens = np.concatenate(acc.tokens) if acc.tokens else np.zeros(0, dtype=np.int64)
-    keep = np.ones(len(ids), dtype=bool)
+    keep = np.ones(len(id_array), dtype=bool)
     dropped: dict[str, int] = {}
 
     def drop(mask: np.ndarray, reason: str) -> None:
@@ -366,12 +406,15 @@ def decide_drops(
         dropped[reason] = dropped.get(reason, 0) + int(newly.sum())
         keep[newly] = False
 
-    complete = np.concatenate(acc.complete) if acc.complete else np.zeros(len(ids), dtype=bool)
+    complete = np.concatenate(acc.complete) if acc.complete else np.zeros(len(id_array), dtype=bool)
     if config.drop_exact_duplicates:
         if published_ids:
-            drop(np.isin(ids, np.array(sorted(published_ids), dtype=object)), "already_published")
-        _, first = np.unique(ids, return_index=True)
-        repeated = np.ones(len(ids), dtype=bool)
+            published = pa.array(sorted(published_ids), pa.string())
+            drop(pc.is_in(id_array, value_set=published).to_numpy(zero_copy_only=False), "already_published")
+        # hash-encode the ids, then find each code's first row (sorting ints, not strings)
+        codes = pc.dictionary_encode(id_array).combine_chunks().indices.to_numpy(zero_copy_only=False)
+        _, first = np.unique(codes, return_index=True)
+        repeated = np.ones(len(id_array), dtype=bool)
         repeated[first] = False
         drop(repeated, "exact_duplicate")
     drop(complete & (tokens < config.min_tokens), "too_short")
@@ -385,7 +428,7 @@ def decide_drops(
             pairs = zip(texts[: len(candidates)], texts[len(candidates):], strict=True)
             confirmed = np.array([jaccard(a, b, config.shingle_words) >= threshold for a, b in pairs])
             candidates = candidates[confirmed]
-        near = np.zeros(len(ids), dtype=bool)
+        near = np.zeros(len(id_array), dtype=bool)
         near[candidates] = True
         drop(near, "near_duplicate")
     return keep, dropped
@@ -403,35 +446,25 @@ def jaccard(a: str, b: str, size: int) -> float:
 
 
 def _texts_at(scratch: Path, kind: str, positions: np.ndarray) -> list[str]:
-    """Row texts at these positions of the scratch file, reading only the row
-    groups that hold them."""
-    source = pq.ParquetFile(scratch)
-    bounds = np.cumsum([0] + [source.metadata.row_group(i).num_rows for i in range(source.num_row_groups)])
-    found: dict[int, str] = {}
-    wanted = np.unique(positions)
-    for group in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
-        in_group = wanted[(wanted >= bounds[group]) & (wanted < bounds[group + 1])]
-        table = source.read_row_group(int(group)).take(pa.array(in_group - bounds[group]))
-        for position, text in zip(in_group, row_texts(table, kind).to_pylist(), strict=True):
-            found[int(position)] = text or ""
-    return [found[int(p)] for p in positions]
+    """Row texts at these positions of the scratch file (memory-mapped)."""
+    with pa.memory_map(str(scratch)) as source:
+        table = pa.ipc.open_file(source).read_all().take(pa.array(positions))
+        return [text or "" for text in row_texts(table, kind).to_pylist()]
 
 
 def _write_kept(scratch: Path, target: Path, keep: np.ndarray) -> int:
-    """Stream the scratch file into ``target``, keeping the rows marked."""
-    source = pq.ParquetFile(scratch)
-    writer: pq.ParquetWriter | None = None
-    offset = kept = 0
-    for batch in source.iter_batches(batch_size=65_536):
-        mask = keep[offset:offset + batch.num_rows]
-        offset += batch.num_rows
-        selected = batch.filter(pa.array(mask))
-        if writer is None:
-            writer = pq.ParquetWriter(target, source.schema_arrow)
-        writer.write_batch(selected)
-        kept += selected.num_rows
-    if writer is None:
-        pq.write_table(source.schema_arrow.empty_table(), target)
-    else:
-        writer.close()
+    """Stream the scratch file into ``target`` Parquet, keeping the rows marked."""
+    kept = offset = 0
+    with pa.memory_map(str(scratch)) as source:
+        reader = pa.ipc.open_file(source)
+        # dictionary encoding only where values repeat; on ids and text it is wasted work
+        low_cardinality = [c for c in ("source", "source_file", "messages.list.element.role") if
+                           c.split(".")[0] in reader.schema.names]
+        with pq.ParquetWriter(target, reader.schema, use_dictionary=low_cardinality) as writer:
+            for index in range(reader.num_record_batches):
+                batch = reader.get_batch(index)
+                selected = batch.filter(pa.array(keep[offset:offset + batch.num_rows]))
+                offset += batch.num_rows
+                writer.write_batch(selected)
+                kept += selected.num_rows
     return kept

@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 from sluice.config import CleaningConfig, ContractsConfig
 from sluice.contracts import Contract, contract_path, load_contract
 from sluice.datasets import SourceFile, discover
-from sluice.ingest import PreparedBatch, prepare_batch
+from sluice.ingest import PreparedBatch, prepare_batch, read_frame
 from sluice.validation import ValidationSummary, validate_batch
 from tasks.lakefs import read_column_under
 
@@ -127,7 +126,7 @@ def prepare(
 
 class ValidatedBatch(BaseModel):
     summary: ValidationSummary
-    publish_path: str  # the rows to publish (all valid rows)
+    publish_path: str  # the rows to publish (all valid rows); the cleaned file itself when all are valid
     quarantine_path: str | None  # the invalid rows, with reasons
     reports_dir: str  # validation.json, validation.md, data_docs/
 
@@ -145,14 +144,14 @@ def validate(
     work = Path(work_dir)
     reports = work / "reports"
     docs = reports / "data_docs" if data_docs else None
-    frame = pd.read_parquet(prepared.frame_path)
+    frame = read_frame(prepared.frame_path)
     run = validate_batch(contract, frame, prepared.report.duplicate_rate, keys, docs)
 
-    clean = pq.read_table(prepared.clean_path)
-    publish_path, quarantine_path = work / "publish.parquet", None
-    pq.write_table(clean.filter(pa.array(~run.invalid)), publish_path)
+    publish_path, quarantine_path = Path(prepared.clean_path), None  # all valid: publish the cleaned file as is
     if run.invalid.any():
-        quarantine_path = work / "quarantine.parquet"
+        clean = pq.read_table(prepared.clean_path)
+        publish_path, quarantine_path = work / "publish.parquet", work / "quarantine.parquet"
+        pq.write_table(clean.filter(pa.array(~run.invalid)), publish_path)
         quarantined = clean.filter(pa.array(run.invalid)).append_column(
             "quarantine_reasons", pa.array(run.reasons[run.invalid], pa.string()))
         pq.write_table(quarantined, quarantine_path)

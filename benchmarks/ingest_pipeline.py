@@ -292,11 +292,15 @@ def child(args: argparse.Namespace) -> None:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
         result = state.result()
         out["peak_rss_gb"] = peak_rss_gb()
+        # the largest finished child: an ingest worker (lakeFS and Prefect's API still run)
+        out["worker_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GB
+
         out["server_peak_rss_gb"] = process_peak_rss_gb(server.process.pid) if server.process else None
         out["tasks"] = task_seconds(str(state.state_details.flow_run_id))
         out["stages"] = stage_seconds(out["tasks"])
         manifest = read_manifest("bench", result)
         out["cleaning"] = manifest["cleaning"]
+        out["workers"] = manifest["cleaning"].get("workers", 1)
         out["validation"] = manifest["validation"]
         out["decision"] = result.decision
         out["rows_published"] = result.rows_published
@@ -327,6 +331,13 @@ def machine() -> dict:
             "packages": {p: version(p) for p in ("pyarrow", "great-expectations", "prefect", "lakefs-sdk", "pandas")}}
 
 
+def total_rss(run: dict) -> float:
+    """Upper bound on memory in use at once: the pipeline process plus every
+    worker at the largest worker's peak."""
+    workers = run["workers"] if run["workers"] > 1 else 0
+    return run["peak_rss_gb"] + workers * run["worker_peak_rss_gb"]
+
+
 def fmt_rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f}" if seconds > 0 else "-"
 
@@ -355,6 +366,11 @@ def print_report(results: dict) -> None:
         f"{r['floor_s']:20.2f}{fmt_rate(r['rows'], r['floor_s']):>12}" for r in runs))
     print(f"{'end to end / floor':40}" + "".join(f"{ratio(r['flow_s'], r['floor_s']):19.1f}x{'':12}" for r in runs))
     print(f"{'peak RSS, pipeline process (GB)':40}" + "".join(f"{r['peak_rss_gb']:20.2f}{'':12}" for r in runs))
+    print(f"{'cleaning worker processes':40}" + "".join(f"{r['workers']:20d}{'':12}" for r in runs))
+    print(f"{'peak RSS, largest worker (GB)':40}" + "".join(
+        f"{r['worker_peak_rss_gb'] if r['workers'] > 1 else 0.0:20.2f}{'':12}" for r in runs))
+    print(f"{'peak RSS, pipeline + all workers (GB)':40}" + "".join(
+        f"{total_rss(r):20.2f}{'':12}" for r in runs))
     print(f"{'peak RSS, lakeFS server (GB)':40}" + "".join(
         f"{r['server_peak_rss_gb'] or float('nan'):20.2f}{'':12}" for r in runs))
     print(f"{'not measured: Prefect API start (s)':40}" + "".join(f"{r['prefect_start_s']:20.2f}{'':12}" for r in runs))
@@ -372,7 +388,7 @@ def print_report(results: dict) -> None:
               f"[{'PASS' if rate >= TARGET_ROWS_PER_S else 'FAIL'}]")
     big = [r for r in runs if r["rows"] == TARGET_RSS_ROWS]
     if big:
-        rss = big[0]["peak_rss_gb"]
+        rss = total_rss(big[0])
         print(f"  <= {TARGET_PEAK_RSS_GB:.0f} GB peak RSS at {TARGET_RSS_ROWS:,} rows: {rss:.2f} GB "
               f"[{'PASS' if rss <= TARGET_PEAK_RSS_GB else 'FAIL'}]")
 

@@ -130,14 +130,15 @@ def ingest(
         return result
 
     write_json(work / "manifest.json", manifest(**record, prepared=prepared, validated=None))
-    upload_files(repo.repository, branch, {layout.clean: prepared.clean_path,
-                                           layout.manifest: str(work / "manifest.json")})
-    commit_branch(repo.repository, branch, f"Write {kind} batch {batch_id} (not yet validated)", lineage)
+    written = upload_files.submit(repo.repository, branch, {layout.clean: prepared.clean_path,
+                                                            layout.manifest: str(work / "manifest.json")})
 
-    # Audit.
+    # Audit (on the local files, while they upload; the write commit still comes first).
     validated = validate(prepared, contract, repository=repo.repository, base_commit=base.commit_id,
                          datasets_prefix=data.datasets_prefix, data_docs=config.contracts.data_docs,
                          work_dir=str(work / "validate"))
+    written.result()
+    commit_branch(repo.repository, branch, f"Write {kind} batch {batch_id} (not yet validated)", lineage)
     summary = validated.summary
     write_json(work / "manifest.json", manifest(**record, prepared=prepared, validated=validated))
     files_to_stage = {layout.manifest: str(work / "manifest.json"),

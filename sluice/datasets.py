@@ -92,6 +92,9 @@ class InputError(ValueError):
         more = f"\n  … and more (stopped after {len(problems)})" if len(problems) > MAX_REPORTED_PROBLEMS else ""
         super().__init__(f"cannot read the input ({len(problems)} problem(s)):\n{shown}{more}")
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (InputError, (self.problems,))  # crosses process boundaries whole
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -448,29 +451,64 @@ def _read_blocks(handle: BinaryIO) -> Iterator[bytes]:
         pending = data[cut + 1:]
 
 
-def read_jsonl(source: SourceFile, kind: str, default_source: str) -> Iterator[pa.Table]:
+def parse_jsonl_block(block: bytes, file: str, first_line: int, kind: str, default_source: str) -> pa.Table:
+    """One block of whole JSONL lines as a canonical table: vectorized when
+    the block is plain, line by line otherwise (so errors name the line)."""
     import pyarrow.json as pajson
 
+    _decode_or_fail(block, file, first_line)
+    lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    try:
+        parsed = pajson.read_json(io.BytesIO(block))
+        if parsed.num_rows == lines:  # else blank lines: row ≠ line, read exactly
+            table = canonical_block(parsed, kind, file, first_line, default_source)
+            if table is not None:
+                return table
+    except pa.ArrowInvalid:
+        pass  # malformed somewhere in the block: the exact path finds the line
+    return rows_to_table(_jsonl_exact(block, file, first_line), kind, file, default_source)
+
+
+def read_jsonl(source: SourceFile, kind: str, default_source: str) -> Iterator[pa.Table]:
     line = 1
     with source.open() as handle:
         for index, block in enumerate(_read_blocks(handle)):
             if index == 0 and block.startswith(b"\xef\xbb\xbf"):
                 block = block[3:]  # a UTF-8 byte-order mark
-            _decode_or_fail(block, source.location, line)
-            lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            table = None
-            try:
-                parsed = pajson.read_json(io.BytesIO(block))
-                if parsed.num_rows == lines:  # else blank lines: row ≠ line, read exactly
-                    table = canonical_block(parsed, kind, source.location, line, default_source)
-            except pa.ArrowInvalid:
-                table = None
-            if table is None:
-                table = rows_to_table(_jsonl_exact(block, source.location, line), kind, source.location,
-                                      default_source)
-            line += lines
+            table = parse_jsonl_block(block, source.location, line, kind, default_source)
+            line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
             if table.num_rows:
                 yield table
+
+
+@dataclass(frozen=True)
+class BlockSpan:
+    """Where one block of whole lines lies in a local JSONL file."""
+
+    offset: int
+    length: int
+    first_line: int
+
+
+def plan_jsonl_blocks(path: Path) -> list[BlockSpan]:
+    """Split a local JSONL file into blocks of whole lines (one pass over the
+    bytes, counting newlines), so workers can each read their own."""
+    spans, offset, line = [], 0, 1
+    with path.open("rb") as handle:
+        for block in _read_blocks(handle):
+            spans.append(BlockSpan(offset, len(block), line))
+            offset += len(block)
+            line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    return spans
+
+
+def read_jsonl_span(path: str, span: BlockSpan, kind: str, default_source: str) -> pa.Table:
+    with open(path, "rb") as handle:
+        handle.seek(span.offset)
+        block = handle.read(span.length)
+    if span.offset == 0 and block.startswith(b"\xef\xbb\xbf"):
+        block = block[3:]
+    return parse_jsonl_block(block, path, span.first_line, kind, default_source)
 
 
 def read_json_array(source: SourceFile, kind: str, default_source: str, chunk_rows: int) -> Iterator[pa.Table]:

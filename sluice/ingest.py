@@ -12,7 +12,13 @@ surviving rows. The result is a cleaned Parquet file, the validation frame
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,9 +34,10 @@ from pydantic import BaseModel
 
 from sluice import cleaning
 from sluice.config import CleaningConfig
-from sluice.datasets import InputError, InputProblem, SourceFile, read_source_file
+from sluice.datasets import BlockSpan, InputError, InputProblem, SourceFile, plan_jsonl_blocks, read_jsonl_span, read_source_file
 
 PUBLISHED_COLUMNS = ("id", "overlap_key")
+PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
 _SEPARATOR = "\x1e"  # between fields in the canonical string an id is hashed from
 _TURN = "\x1f"  # between role and content
 
@@ -44,7 +51,8 @@ class CleaningReport(BaseModel):
     pii_redacted: dict[str, int] = {}  # PII type → matches replaced
     rows_with_pii: int = 0
     duplicate_rate: float = 0.0  # exact + near duplicates (incl. already published) / rows in
-    seconds: dict[str, float] = {}  # stage → seconds
+    seconds: dict[str, float] = {}  # stage → seconds (summed over workers when there are several)
+    workers: int = 1  # processes that cleaned the blocks
 
 
 class PreparedBatch(BaseModel):
@@ -58,6 +66,23 @@ class PreparedBatch(BaseModel):
 
 
 @dataclass
+class BlockOutcome:
+    """What cleaning keeps of one block: small per-row values. The cleaned rows
+    themselves are in ``scratch`` (an Arrow IPC file)."""
+
+    scratch: str
+    rows: int
+    ids: pa.Array
+    tokens: np.ndarray
+    complete: np.ndarray  # all text fields present, types right
+    signatures: np.ndarray | None
+    frame: pa.Table
+    pii_counts: dict[str, int]
+    rows_with_pii: int
+    seconds: dict[str, float]
+
+
+@dataclass
 class _Accumulated:
     """What pass 1 keeps of every row (small, fixed-size values only)."""
 
@@ -68,6 +93,21 @@ class _Accumulated:
     frames: list[pa.Table] = field(default_factory=list)
     pii_counts: dict[str, int] = field(default_factory=dict)
     rows_with_pii: int = 0
+    scratch: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+
+    def add(self, outcome: BlockOutcome) -> None:
+        self.ids.append(outcome.ids)
+        self.tokens.append(outcome.tokens)
+        self.complete.append(outcome.complete)
+        if outcome.signatures is not None:
+            self.signatures.append(outcome.signatures)
+        self.frames.append(outcome.frame)
+        for name, count in outcome.pii_counts.items():
+            self.pii_counts[name] = self.pii_counts.get(name, 0) + count
+        self.rows_with_pii += outcome.rows_with_pii
+        self.scratch.append(outcome.scratch)
+        self.rows.append(outcome.rows)
 
 
 # ------------------------------------------------------------------ text fields per kind
@@ -307,6 +347,110 @@ def _time(seconds: dict[str, float], stage: str, started: float) -> float:
     return now
 
 
+def process_block(table: pa.Table, kind: str, config: CleaningConfig, regex_fields: tuple[str, ...],
+                  scratch: Path) -> BlockOutcome:
+    """Clean one block, write its rows to ``scratch``, and keep what the
+    batch-wide decisions and the contract need."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    acc = _Accumulated()
+    table = clean_block(table, kind, config, acc)
+    row_text = row_texts(table, kind)
+    complete = complete_rows(table, kind)
+    ids = cleaning.stable_ids(identity_strings(table, kind, complete))
+    table = table.append_column("id", ids).append_column(
+        "overlap_key", overlap_keys(prompt_texts(table, kind), config.collapse_whitespace))
+    tokens = cleaning.count_tokens(row_text, config.tokenizer)
+    remaining = cleaning.count_pii(row_text, config.pii_patterns)
+    started = _time(seconds, "clean", started)
+    signatures = None
+    if config.near_duplicate_threshold is not None:
+        signatures = cleaning.minhash_signatures(row_text, num_perm=config.minhash_permutations,
+                                                 shingle_words=config.shingle_words)
+    started = _time(seconds, "minhash", started)
+    frame = validation_block(table, kind, ids, tokens, remaining, regex_fields)
+    with pa.ipc.new_file(scratch, table.schema) as writer:
+        writer.write_table(table)
+    _time(seconds, "write", started)
+    return BlockOutcome(scratch=str(scratch), rows=table.num_rows, ids=ids, tokens=tokens, complete=complete,
+                        signatures=signatures, frame=frame, pii_counts=acc.pii_counts,
+                        rows_with_pii=acc.rows_with_pii, seconds=seconds)
+
+
+def _process_span(path: str, span: BlockSpan, kind: str, config: CleaningConfig, default_source: str,
+                  regex_fields: tuple[str, ...], scratch: Path) -> BlockOutcome:
+    """A worker's job (``sluice.ingest_worker``): read its span of a JSONL file and clean it."""
+    started = time.perf_counter()
+    table = read_jsonl_span(path, span, kind, default_source)
+    read = time.perf_counter() - started
+    outcome = process_block(table, kind, config, regex_fields, scratch)
+    outcome.seconds["read"] = outcome.seconds.get("read", 0.0) + read
+    return outcome
+
+
+def worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _blocks_in_workers(files: list[SourceFile], kind: str, config: CleaningConfig, default_source: str,
+                       regex_fields: tuple[str, ...], scratch_dir: Path, workers: int) -> Iterator[BlockOutcome]:
+    """Local JSONL files, cleaned by one worker process per core
+    (``sluice.ingest_worker``), outcomes in block order."""
+    from sluice.ingest_worker import INPUT_ERROR_EXIT, load_outcome
+
+    blocks = [{"path": f.location, "span": dataclasses.asdict(span),
+               "scratch": str(scratch_dir / f"block-{index:05d}.arrow"),
+               "result": str(scratch_dir / f"block-{index:05d}")}
+              for index, (f, span) in enumerate((f, span) for f in files for span in plan_jsonl_blocks(Path(f.location)))]
+    jobs, processes = [], []
+    for worker in range(min(workers, len(blocks))):
+        job = scratch_dir / f"worker-{worker}.json"
+        job.write_text(json.dumps({"kind": kind, "config": config.model_dump(mode="json"),
+                                   "default_source": default_source, "regex_fields": list(regex_fields),
+                                   "blocks": blocks[worker::workers]}))
+        log = (scratch_dir / f"worker-{worker}.log").open("wb")
+        processes.append(subprocess.Popen([sys.executable, "-m", "sluice.ingest_worker", str(job)],
+                                          stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        jobs.append(job)
+    try:
+        for index, block in enumerate(blocks):
+            worker = index % len(processes)
+            done = Path(f"{block['result']}.json")
+            while not done.exists():
+                status = processes[worker].poll()
+                if status is not None and not done.exists():
+                    error = Path(f"{jobs[worker]}.error.json")
+                    if status == INPUT_ERROR_EXIT and error.exists():
+                        raise InputError([InputProblem(**p) for p in json.loads(error.read_text())["problems"]])
+                    log_tail = (scratch_dir / f"worker-{worker}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"ingest worker {worker} exited with status {status}:\n{log_tail}")
+                time.sleep(0.01)
+            yield load_outcome(Path(block["result"]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def _blocks_here(files: list[SourceFile], kind: str, config: CleaningConfig, default_source: str,
+                 chunk_rows: int, regex_fields: tuple[str, ...], scratch_dir: Path) -> Iterator[BlockOutcome]:
+    """Any source, cleaned in this process while a thread reads the next block."""
+    blocks = prefetched(block for source in files
+                        for block in read_source_file(source, kind, default_source, chunk_rows))
+    started = time.perf_counter()
+    for index, table in enumerate(blocks):
+        waited = time.perf_counter() - started  # reading ran ahead; only the wait counts
+        outcome = process_block(table, kind, config, regex_fields, scratch_dir / f"block-{index:05d}.arrow")
+        outcome.seconds["read"] = outcome.seconds.get("read", 0.0) + waited
+        yield outcome
+        started = time.perf_counter()
+
+
 def prepare_batch(
     files: list[SourceFile],
     kind: str,
@@ -318,63 +462,52 @@ def prepare_batch(
     published_ids: set[str] | None = None,
     regex_fields: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> PreparedBatch:
     """Read, clean and deduplicate ``files`` into ``work_dir``.
 
-    Raises :class:`InputError` when the input cannot be read (malformed JSON,
-    not UTF-8, an empty input), naming the file and line.
+    Large local JSONL inputs (``PARALLEL_MIN_BYTES`` or more) are cleaned by
+    worker processes, one per core (``workers``); everything else in this
+    process. Raises :class:`InputError` when the input cannot be read
+    (malformed JSON, not UTF-8, an empty input), naming the file and line.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    # Scratch and frame are Arrow IPC (written at memory speed, read memory-mapped);
-    # only the cleaned rows are encoded as Parquet, once.
-    scratch_path, clean_path, frame_path = (work_dir / name for name in
-                                            ("scratch.arrow", "clean.parquet", "frame.arrow"))
-    acc, seconds = _Accumulated(), {}
+    # Scratch blocks and the frame are Arrow IPC (written at memory speed, read
+    # memory-mapped); only the cleaned rows are encoded as Parquet, once.
+    scratch_dir, clean_path, frame_path = work_dir / "scratch", work_dir / "clean.parquet", work_dir / "frame.arrow"
+    scratch_dir.mkdir(exist_ok=True)
     regex_fields = tuple(regex_fields)
-    writer: pa.ipc.RecordBatchFileWriter | None = None
-    rows_in = 0
+    workers = worker_count() if workers is None else workers
+    parallel = workers > 1 and all(f.format == "jsonl" and "://" not in f.location for f in files) and \
+        sum(f.size_bytes or 0 for f in files) >= PARALLEL_MIN_BYTES
+    outcomes = (_blocks_in_workers(files, kind, config, default_source, regex_fields, scratch_dir, workers)
+                if parallel else
+                _blocks_here(files, kind, config, default_source, chunk_rows, regex_fields, scratch_dir))
+    acc, seconds = _Accumulated(), {}
     started = time.perf_counter()
-    for table in prefetched(block for source in files
-                            for block in read_source_file(source, kind, default_source, chunk_rows)):
-        started = _time(seconds, "read", started)  # waiting for the reader thread
-        table = clean_block(table, kind, config, acc)
-        row_text = row_texts(table, kind)
-        complete = complete_rows(table, kind)
-        ids = cleaning.stable_ids(identity_strings(table, kind, complete))
-        table = table.append_column("id", ids).append_column(
-            "overlap_key", overlap_keys(prompt_texts(table, kind), config.collapse_whitespace))
-        tokens = cleaning.count_tokens(row_text, config.tokenizer)
-        remaining = cleaning.count_pii(row_text, config.pii_patterns)
-        started = _time(seconds, "clean", started)
-        if config.near_duplicate_threshold is not None:
-            acc.signatures.append(cleaning.minhash_signatures(
-                row_text, num_perm=config.minhash_permutations, shingle_words=config.shingle_words))
-        started = _time(seconds, "minhash", started)
-        acc.ids.append(ids)
-        acc.tokens.append(tokens)
-        acc.complete.append(complete)
-        acc.frames.append(validation_block(table, kind, ids, tokens, remaining, regex_fields))
-        if writer is None:
-            writer = pa.ipc.new_file(scratch_path, table.schema)
-        writer.write_table(table)
-        rows_in += table.num_rows
-        started = _time(seconds, "write", started)
+    for outcome in outcomes:
+        acc.add(outcome)
+        for stage, spent in outcome.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + spent
         if progress:
-            progress(table.num_rows)
-    if writer is None:
+            progress(outcome.rows)
+    if parallel:  # stage seconds are summed over workers: say how long it took
+        seconds["blocks_wall"] = time.perf_counter() - started
+    rows_in = sum(acc.rows)
+    if rows_in == 0:
         names = ", ".join(f.location for f in files)
         raise InputError([InputProblem(names, None, "empty input: no rows to ingest")])
-    writer.close()
 
+    started = time.perf_counter()
     keep, dropped = decide_drops(acc, config, published_ids or set(),
-                                 texts_at=lambda positions: _texts_at(scratch_path, kind, positions))
+                                 texts_at=lambda positions: _texts_at(acc.scratch, kind, positions))
     started = _time(seconds, "deduplicate", started)
 
-    kept = _write_kept(scratch_path, clean_path, keep)
+    kept = _write_kept(acc.scratch, clean_path, keep)
     frame = pa.concat_tables(acc.frames).filter(pa.array(keep))
     with pa.ipc.new_file(frame_path, frame.schema) as frame_writer:
         frame_writer.write_table(frame)
-    scratch_path.unlink()
+    shutil.rmtree(scratch_dir)
     _time(seconds, "write", started)
 
     duplicates = sum(dropped.get(r, 0) for r in ("exact_duplicate", "near_duplicate", "already_published"))
@@ -382,7 +515,7 @@ def prepare_batch(
         rows_in=rows_in, rows_out=kept, dropped={k: v for k, v in dropped.items() if v},
         pii_redacted={k: v for k, v in sorted(acc.pii_counts.items()) if v}, rows_with_pii=acc.rows_with_pii,
         duplicate_rate=duplicates / rows_in if rows_in else 0.0,
-        seconds={k: round(v, 3) for k, v in seconds.items()},
+        seconds={k: round(v, 3) for k, v in seconds.items()}, workers=workers if parallel else 1,
     )
     return PreparedBatch(kind=kind, clean_path=str(clean_path), frame_path=str(frame_path),
                          files=[f.location for f in files], report=report)
@@ -445,26 +578,35 @@ def jaccard(a: str, b: str, size: int) -> float:
     return len(first & second) / len(union) if union else 0.0
 
 
-def _texts_at(scratch: Path, kind: str, positions: np.ndarray) -> list[str]:
-    """Row texts at these positions of the scratch file (memory-mapped)."""
-    with pa.memory_map(str(scratch)) as source:
-        table = pa.ipc.open_file(source).read_all().take(pa.array(positions))
-        return [text or "" for text in row_texts(table, kind).to_pylist()]
+def _scratch_table(scratch: list[str]) -> pa.Table:
+    """All scratch blocks as one table, memory-mapped (no copy)."""
+    return pa.concat_tables(pa.ipc.open_file(pa.memory_map(path)).read_all() for path in scratch)
 
 
-def _write_kept(scratch: Path, target: Path, keep: np.ndarray) -> int:
-    """Stream the scratch file into ``target`` Parquet, keeping the rows marked."""
+def _texts_at(scratch: list[str], kind: str, positions: np.ndarray) -> list[str]:
+    """Row texts at these positions of the scratch blocks."""
+    table = _scratch_table(scratch).take(pa.array(positions))
+    return [text or "" for text in row_texts(table, kind).to_pylist()]
+
+
+def _write_kept(scratch: list[str], target: Path, keep: np.ndarray) -> int:
+    """Stream the scratch blocks into ``target`` Parquet, keeping the rows marked."""
     kept = offset = 0
-    with pa.memory_map(str(scratch)) as source:
-        reader = pa.ipc.open_file(source)
-        # dictionary encoding only where values repeat; on ids and text it is wasted work
-        low_cardinality = [c for c in ("source", "source_file", "messages.list.element.role") if
-                           c.split(".")[0] in reader.schema.names]
-        with pq.ParquetWriter(target, reader.schema, use_dictionary=low_cardinality) as writer:
+    writer: pq.ParquetWriter | None = None
+    for path in scratch:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            if writer is None:
+                # dictionary encoding only where values repeat; on ids and text it is wasted work
+                low_cardinality = [c for c in ("source", "source_file", "messages.list.element.role")
+                                   if c.split(".")[0] in reader.schema.names]
+                writer = pq.ParquetWriter(target, reader.schema, use_dictionary=low_cardinality)
             for index in range(reader.num_record_batches):
                 batch = reader.get_batch(index)
                 selected = batch.filter(pa.array(keep[offset:offset + batch.num_rows]))
                 offset += batch.num_rows
                 writer.write_batch(selected)
                 kept += selected.num_rows
+    if writer is not None:
+        writer.close()
     return kept

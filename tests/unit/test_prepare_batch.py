@@ -15,7 +15,7 @@ import pytest
 
 from sluice import cleaning, datasets
 from sluice.config import CleaningConfig
-from sluice.datasets import InputError, SourceFile
+from sluice.datasets import InputError, SourceFile, discover
 from sluice.ingest import PreparedBatch, _Accumulated, decide_drops, jaccard, prepare_batch, read_frame, shingles
 
 WORDS = ("river barge lock keeper water meadow willow heron towpath bridge weir mill ferry reed channel bank "
@@ -408,3 +408,54 @@ def test_only_the_outputs_are_left_in_the_work_dir(tmp_path):
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["clean.parquet", "frame.arrow"]
     assert Path(batch.clean_path).parent == Path(batch.frame_path).parent == tmp_path / "work"
     assert len(_frame(batch)) == _clean(batch).num_rows == 3
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+def _worker_rows(count: int) -> list[dict]:
+    rows = [{"prompt": f"Question number {i} about lock {i % 97} and weir {i % 13}?",
+             "response": f"Answer {i}: the lock {i % 97} opens at {i % 24:02d}:00.", "source": "demo"}
+            for i in range(count)]
+    rows[7]["response"] = "Write to keeper@canal.example about it."
+    rows[50] = dict(rows[10])  # an exact duplicate, in another block
+    return rows
+
+
+def test_worker_processes_give_the_same_batch_as_one_process(tmp_path, monkeypatch):
+    import sluice.datasets
+    import sluice.ingest
+
+    source = tmp_path / "many.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _worker_rows(400)))
+    monkeypatch.setattr(sluice.datasets, "BLOCK_BYTES", 4096)  # many blocks, spread over both workers
+    monkeypatch.setattr(sluice.ingest, "PARALLEL_MIN_BYTES", 1)
+    config = CleaningConfig()
+
+    here = prepare_batch(discover(str(source)), "sft", config, tmp_path / "here", default_source="x",
+                         chunk_rows=1000, workers=1)
+    there = prepare_batch(discover(str(source)), "sft", config, tmp_path / "there", default_source="x",
+                          chunk_rows=1000, workers=2)
+    assert (here.report.workers, there.report.workers) == (1, 2)
+    assert pq.read_table(here.clean_path).equals(pq.read_table(there.clean_path))
+    assert read_frame(here.frame_path).equals(read_frame(there.frame_path))
+    for field in ("rows_in", "rows_out", "dropped", "pii_redacted", "rows_with_pii", "duplicate_rate"):
+        assert getattr(here.report, field) == getattr(there.report, field), field
+    assert there.report.dropped == {"exact_duplicate": 1} and there.report.pii_redacted == {"email": 1}
+    assert not (tmp_path / "there" / "scratch").exists()  # worker files cleaned up
+
+
+def test_an_unreadable_line_in_a_worker_names_file_and_line(tmp_path, monkeypatch):
+    import sluice.datasets
+    import sluice.ingest
+
+    lines = [json.dumps(r) for r in _worker_rows(300)]
+    lines[211] = '{"prompt": "broken", "response": '
+    source = tmp_path / "broken.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(sluice.datasets, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(sluice.ingest, "PARALLEL_MIN_BYTES", 1)
+    with pytest.raises(InputError) as err:
+        prepare_batch(discover(str(source)), "sft", CleaningConfig(), tmp_path / "w", default_source="x",
+                      chunk_rows=1000, workers=2)
+    assert f"{source}:212: malformed JSON" in str(err.value)

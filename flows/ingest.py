@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -22,7 +24,10 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from sluice.config import SluiceConfig
+from sluice.contracts import Contract
 from sluice.datasets import DatasetKind, InputError
+from sluice.ingest import PreparedBatch
+from sluice.validation import ValidationSummary
 from tasks.ingest import (
     BatchLayout,
     ValidatedBatch,
@@ -76,105 +81,166 @@ def ingest(
 ) -> IngestResult:
     """Ingest ``source`` (a file, folder, saved HF dataset or fsspec URL) as
     ``kind`` data through write–audit–publish."""
-    logger = get_run_logger()
-    lake, data = config.lakefs, config.data
     contract = load_kind_contract(kind, config.contracts)
     files = find_source_files(source)
-    name = source_name or Path(source.rstrip("/").split("://", 1)[-1]).stem or kind
+    batch = open_batch(source, kind, source_name, contract, config)
 
+    # Write: the raw input goes up while the batch is prepared, and lands before any commit.
+    raw_upload = upload_files.submit(batch.repository, batch.branch, raw_destinations(files, batch.layout))
+    try:
+        prepared = prepare(files, kind, config.data.cleaning, str(batch.work / "prepare"), source_name=batch.name,
+                           chunk_rows=config.data.chunk_rows, contract=contract, repository=batch.repository,
+                           base_commit=batch.base.commit_id, datasets_prefix=config.data.datasets_prefix)
+    except InputError as unreadable:
+        keep_unreadable_input(batch, files, contract, [o.path for o in raw_upload.result()], unreadable)
+    raw = [o.path for o in raw_upload.result()]
+    if prepared.report.rows_out == 0 and prepared.report.dropped.get("already_published") == prepared.report.rows_in:
+        return nothing_new(batch, prepared)
+    cleaned_upload = upload_files.submit(batch.repository, batch.branch, {
+        batch.layout.clean: prepared.clean_path,
+        batch.layout.manifest: batch.write_manifest(files, contract, raw, prepared, None)})
+
+    # Audit (on the local files while they upload; the write commit still comes first).
+    validated = validate(prepared, contract, repository=batch.repository, base_commit=batch.base.commit_id,
+                         datasets_prefix=config.data.datasets_prefix, data_docs=config.contracts.data_docs,
+                         work_dir=str(batch.work / "validate"))
+    cleaned_upload.result()
+    commit_branch(batch.repository, batch.branch, f"Write {kind} batch {batch.batch_id} (not yet validated)",
+                  batch.lineage)
+    audited = commit_audit(batch, files, contract, raw, prepared, validated)
+
+    # Publish, or stop loudly.
+    if validated.summary.decision == "reject":
+        reject(batch, prepared, validated, audited)
+    return publish(batch, prepared, validated, audited)
+
+
+# ------------------------------------------------------------------ the steps
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ingest run's place in the data lake."""
+
+    kind: str
+    name: str  # source name for rows without one
+    source: str
+    repository: str
+    main: str
+    base: CommitRef  # main when the batch began: everything is pinned to it
+    batch_id: str
+    branch: str
+    layout: BatchLayout
+    lineage: dict[str, str]  # commit metadata linking the Prefect flow run
+    work: Path
+
+    def write_manifest(self, files: list, contract: Contract, raw: list[str], prepared: PreparedBatch | None,
+                       validated: ValidatedBatch | None, error: str | None = None) -> str:
+        return write_json(self.work / "manifest.json", manifest(
+            layout=self.layout, source=self.source, source_name=self.name, files=files, raw_paths=raw,
+            contract=contract, prepared=prepared, validated=validated, base_commit=self.base.commit_id,
+            flow_run={"id": self.lineage["prefect.flow_run_id"]}, error=error))
+
+
+def open_batch(source: str, kind: str, source_name: str | None, contract: Contract, config: SluiceConfig) -> Batch:
+    """Ensure the repository, pin main's commit, branch from it."""
+    lake = config.lakefs
     repo = ensure_repository(lake.repository, lake.storage_namespace, lake.default_branch)
     base = resolve_commit(repo.repository, repo.default_branch)
     run_id = str(flow_run.get_id() or "local")
     batch_id = new_batch_id(run_id)
-    layout = BatchLayout.of(data.datasets_prefix, kind, batch_id)
     branch = f"ingest-{kind}-{batch_id}"
     create_branch(repo.repository, branch, base.commit_id)
     lineage = {"prefect.flow_run_id": run_id, "prefect.flow_run_name": str(flow_run.get_name()),
                "sluice.kind": kind, "sluice.batch": batch_id, "sluice.source": source,
                "sluice.contract_version": contract.version, "sluice.base_commit": base.commit_id}
-    work = data.work_dir / batch_id
+    return Batch(kind=kind, name=source_name or Path(source.rstrip("/").split("://", 1)[-1]).stem or kind,
+                 source=source, repository=repo.repository, main=repo.default_branch, base=base, batch_id=batch_id,
+                 branch=branch, layout=BatchLayout.of(config.data.datasets_prefix, kind, batch_id), lineage=lineage,
+                 work=config.data.work_dir / batch_id)
 
-    # Write: the raw input goes up while the batch is prepared (the upload runs
-    # mostly in the lakeFS server), and lands before any commit: nothing is lost.
-    raw_upload = upload_files.submit(repo.repository, branch, raw_destinations(files, layout))
-    try:
-        prepared = prepare(files, kind, data.cleaning, str(work / "prepare"), source_name=name,
-                           chunk_rows=data.chunk_rows, contract=contract, repository=repo.repository,
-                           base_commit=base.commit_id, datasets_prefix=data.datasets_prefix)
-        error = None
-    except InputError as unreadable:
-        error = unreadable
-    raw = raw_upload.result()
-    record = dict(layout=layout, source=source, source_name=name, files=files, raw_paths=[o.path for o in raw],
-                  contract=contract, base_commit=base.commit_id, flow_run={"id": run_id})
-    if error is not None:
-        write_json(work / "manifest.json", manifest(**record, prepared=None, validated=None, error=str(error)))
-        upload_files(repo.repository, branch, {layout.manifest: str(work / "manifest.json")})
-        commit = commit_branch(repo.repository, branch, f"Raw {kind} input, unreadable ({batch_id})",
-                               {**lineage, "sluice.decision": "unreadable"})
-        message = (f"{error}\nNothing reached {repo.default_branch}. The raw input is kept on branch {branch!r} "
-                   f"of {repo.repository} ({commit.url}).")
-        _report(IngestResult(kind=kind, batch_id=batch_id, decision="unreadable", branch=branch,
-                             branch_commit=commit, message=message), None)
-        remove_work_dir(str(work))
-        raise IngestRejected(message) from None
 
-    if prepared.report.rows_out == 0 and prepared.report.dropped.get("already_published") == prepared.report.rows_in:
-        delete_branch(repo.repository, branch)
-        result = IngestResult(kind=kind, batch_id=batch_id, decision="nothing_new", branch=branch,
-                              main_commit=base, rows_in=prepared.report.rows_in,
-                              message=f"every row is already in {repo.default_branch}: nothing to publish")
-        logger.info(result.message)
-        _report(result, None)
-        remove_work_dir(str(work))
-        return result
+def keep_unreadable_input(batch: Batch, files: list, contract: Contract, raw: list[str], error: InputError) -> NoReturn:
+    """Commit the raw input and what was wrong with it on the branch; fail."""
+    manifest_path = batch.write_manifest(files, contract, raw, None, None, error=str(error))
+    upload_files(batch.repository, batch.branch, {batch.layout.manifest: manifest_path})
+    commit = commit_branch(batch.repository, batch.branch, f"Raw {batch.kind} input, unreadable ({batch.batch_id})",
+                           {**batch.lineage, "sluice.decision": "unreadable"})
+    message = (f"{error}\nNothing reached {batch.main}. The raw input is kept on branch {batch.branch!r} "
+               f"of {batch.repository} ({commit.url}).")
+    _report(IngestResult(kind=batch.kind, batch_id=batch.batch_id, decision="unreadable", branch=batch.branch,
+                         branch_commit=commit, message=message), None)
+    remove_work_dir(str(batch.work))
+    raise IngestRejected(message) from None
 
-    write_json(work / "manifest.json", manifest(**record, prepared=prepared, validated=None))
-    written = upload_files.submit(repo.repository, branch, {layout.clean: prepared.clean_path,
-                                                            layout.manifest: str(work / "manifest.json")})
 
-    # Audit (on the local files, while they upload; the write commit still comes first).
-    validated = validate(prepared, contract, repository=repo.repository, base_commit=base.commit_id,
-                         datasets_prefix=data.datasets_prefix, data_docs=config.contracts.data_docs,
-                         work_dir=str(work / "validate"))
-    written.result()
-    commit_branch(repo.repository, branch, f"Write {kind} batch {batch_id} (not yet validated)", lineage)
+def nothing_new(batch: Batch, prepared: PreparedBatch) -> IngestResult:
+    """Every row is already published: drop the branch, report, done."""
+    delete_branch(batch.repository, batch.branch)
+    result = IngestResult(kind=batch.kind, batch_id=batch.batch_id, decision="nothing_new", branch=batch.branch,
+                          main_commit=batch.base, rows_in=prepared.report.rows_in,
+                          message=f"every row is already in {batch.main}: nothing to publish")
+    get_run_logger().info(result.message)
+    _report(result, None)
+    remove_work_dir(str(batch.work))
+    return result
+
+
+def commit_audit(batch: Batch, files: list, contract: Contract, raw: list[str], prepared: PreparedBatch,
+                 validated: ValidatedBatch) -> CommitRef:
+    """Commit the validation report, Data Docs and any quarantine beside the data."""
     summary = validated.summary
-    write_json(work / "manifest.json", manifest(**record, prepared=prepared, validated=validated))
-    files_to_stage = {layout.manifest: str(work / "manifest.json"),
-                      **folder_files(Path(validated.reports_dir), layout.reports)}
+    staged = {batch.layout.manifest: batch.write_manifest(files, contract, raw, prepared, validated),
+              **folder_files(Path(validated.reports_dir), batch.layout.reports)}
     if validated.quarantine_path:  # the published file changed: invalid rows moved to quarantine
-        files_to_stage[layout.clean] = validated.publish_path
-        files_to_stage[layout.quarantine] = validated.quarantine_path
-    upload_files(repo.repository, branch, files_to_stage)
-    verdict = {**lineage, "sluice.decision": summary.decision, "sluice.rows_in": str(prepared.report.rows_in),
-               "sluice.rows_published": str(summary.rows_published),
-               "sluice.rows_quarantined": str(summary.rows_invalid if summary.decision != "reject" else 0)}
-    audited = commit_branch(repo.repository, branch,
-                            f"Validate {kind} batch {batch_id}: {summary.decision}", verdict)
+        staged[batch.layout.clean] = validated.publish_path
+        staged[batch.layout.quarantine] = validated.quarantine_path
+    upload_files(batch.repository, batch.branch, staged)
+    return commit_branch(batch.repository, batch.branch,
+                         f"Validate {batch.kind} batch {batch.batch_id}: {summary.decision}",
+                         _verdict(batch, prepared, summary))
 
-    # Publish, or stop loudly.
-    result = IngestResult(
-        kind=kind, batch_id=batch_id, decision=summary.decision, branch=branch, branch_commit=audited,
-        rows_in=prepared.report.rows_in, rows_published=summary.rows_published,
+
+def _verdict(batch: Batch, prepared: PreparedBatch, summary: ValidationSummary) -> dict[str, str]:
+    return {**batch.lineage, "sluice.decision": summary.decision, "sluice.rows_in": str(prepared.report.rows_in),
+            "sluice.rows_published": str(summary.rows_published),
+            "sluice.rows_quarantined": str(summary.rows_invalid if summary.decision != "reject" else 0)}
+
+
+def _result(batch: Batch, prepared: PreparedBatch, validated: ValidatedBatch, audited: CommitRef) -> IngestResult:
+    summary = validated.summary
+    return IngestResult(
+        kind=batch.kind, batch_id=batch.batch_id, decision=summary.decision, branch=batch.branch,
+        branch_commit=audited, rows_in=prepared.report.rows_in, rows_published=summary.rows_published,
         rows_quarantined=summary.rows_invalid if summary.decision == "publish_with_quarantine" else 0,
-        clean_path=layout.clean,
+        clean_path=batch.layout.clean,
     )
-    if summary.decision == "reject":
-        result.message = _rejection_message(result, validated, repo.repository, repo.default_branch)
-        _report(result, validated)
-        remove_work_dir(str(work))
-        raise IngestRejected(result.message)
-    result.main_commit = merge_branch(repo.repository, branch, repo.default_branch,
-                                      message=f"Publish {kind} batch {batch_id} ({summary.rows_published} rows)",
-                                      metadata=verdict)
-    delete_branch(repo.repository, branch)
-    result.message = (f"published {summary.rows_published} {kind} rows to {repo.default_branch} at "
+
+
+def reject(batch: Batch, prepared: PreparedBatch, validated: ValidatedBatch, audited: CommitRef) -> NoReturn:
+    """main untouched, the branch kept for inspection, the flow fails saying why."""
+    result = _result(batch, prepared, validated, audited)
+    result.message = _rejection_message(result, validated, batch.repository, batch.main)
+    _report(result, validated)
+    remove_work_dir(str(batch.work))
+    raise IngestRejected(result.message)
+
+
+def publish(batch: Batch, prepared: PreparedBatch, validated: ValidatedBatch, audited: CommitRef) -> IngestResult:
+    """Merge the audited branch into main, with the verdict as metadata."""
+    summary = validated.summary
+    result = _result(batch, prepared, validated, audited)
+    result.main_commit = merge_branch(
+        batch.repository, batch.branch, batch.main,
+        message=f"Publish {batch.kind} batch {batch.batch_id} ({summary.rows_published} rows)",
+        metadata=_verdict(batch, prepared, summary))
+    delete_branch(batch.repository, batch.branch)
+    result.message = (f"published {summary.rows_published} {batch.kind} rows to {batch.main} at "
                       f"{result.main_commit.commit_id}" + (f"; {result.rows_quarantined} quarantined"
                                                            if result.rows_quarantined else ""))
-    logger.info(result.message)
+    get_run_logger().info(result.message)
     _report(result, validated)
-    remove_work_dir(str(work))
+    remove_work_dir(str(batch.work))
     return result
 
 

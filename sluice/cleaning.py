@@ -778,7 +778,6 @@ def _chunk_shingle_keys(data: np.ndarray, offsets: np.ndarray, k: int) -> tuple[
     content hash, so keys agree across calls and chunks.
     """
     nbytes = int(offsets[-1])
-    n = len(offsets) - 1
     low = np.zeros(nbytes + 8, np.uint8)  # 8 bytes of padding for the 8-byte reads below
     even = nbytes & ~1
     if even:

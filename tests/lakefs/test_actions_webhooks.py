@@ -4,6 +4,8 @@ hook aborts the operation; post-* hooks never do."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 from lakefs.exceptions import ServerException
@@ -124,8 +126,12 @@ def test_action_runs_are_recorded(repo, listener, lakefs_client):
     listener.status = 500
     _install(repo, _action(listener.url, {"post-commit": None}))
     listener.wait_for("post-commit")
-    runs = lakefs_client.sdk_client.actions_api.list_repository_runs(repo.id).results
-    assert runs and runs[0].event_type == "post-commit" and runs[0].status == "failed"
+    # post hooks run in the background: the run is recorded once the hook call returns
+    deadline = time.monotonic() + 10
+    while not (runs := lakefs_client.sdk_client.actions_api.list_repository_runs(repo.id).results):
+        assert time.monotonic() < deadline, "no action run recorded within 10 s"
+        time.sleep(0.05)
+    assert runs[0].event_type == "post-commit" and runs[0].status == "failed"
     hooks = lakefs_client.sdk_client.actions_api.list_run_hooks(repo.id, runs[0].run_id).results
     assert [(h.hook_id, h.status) for h in hooks] == [("call_listener", "failed")]
 

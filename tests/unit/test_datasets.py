@@ -434,7 +434,7 @@ def test_malformed_json_in_a_later_block(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "BLOCK_BYTES", 200)
     lines = [json.dumps({"prompt": f"question {i}", "response": f"answer {i}"}) for i in range(30)]
     size = 0
-    for index, line in enumerate(lines):  # first line that starts past two blocks
+    for index, line in enumerate(lines):  # noqa: B007 (index is used after the loop)
         if size >= 2 * 200 + 10:
             break
         size += len(line) + 1

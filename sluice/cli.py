@@ -90,14 +90,24 @@ def lakefs_serve(
         Optional[Path], typer.Option(help="Write {endpoint, pid} here as JSON once accepting connections.")
     ] = None,
 ) -> None:
-    """Serve the lakeFS REST API (/api/v1) from a local data directory."""
+    """Serve the lakeFS REST API (/api/v1) from a local data directory.
+
+    Credentials: the flags or LAKECTL_CREDENTIALS_* variables; without them,
+    the data directory's credentials.json (written by the embedded default)."""
     if not access_key_id or not secret_access_key:
-        typer.echo(
-            "error: credentials are required: set LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
-            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY (or pass --access-key-id/--secret-access-key)",
-            err=True,
-        )
-        raise typer.Exit(2)
+        import json
+
+        stored = data_dir / "credentials.json"
+        if not stored.is_file():
+            typer.echo(
+                "error: credentials are required: set LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
+                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY (or pass --access-key-id/--secret-access-key)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        credentials = json.loads(stored.read_text())
+        access_key_id, secret_access_key = credentials["access_key_id"], credentials["secret_access_key"]
+        typer.echo(f"using the access key {access_key_id} from {stored}", err=True)
     from sluice.lakefs_server.server import serve
 
     serve(
@@ -176,8 +186,9 @@ def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides =
     if endpoint.embedded:
         typer.echo(
             f"browse it again : sluice lakefs serve --data-dir {resolved.lakefs.embedded_data_dir} "
-            f"--port {resolved.lakefs.embedded_port} (credentials in its credentials.json), then open "
-            f"{endpoint.url}/repositories/{resolved.lakefs.repository}"
+            f"--port {resolved.lakefs.embedded_port}, then open {endpoint.url}/repositories/"
+            f"{resolved.lakefs.repository} (access key and secret: {resolved.lakefs.embedded_data_dir}/"
+            "credentials.json)"
         )
     typer.echo("try the failure path: sluice ingest demo/broken/sft.jsonl --kind sft")
 

@@ -131,3 +131,31 @@ def test_demo_data_lines_are_valid_json():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert isinstance(json.loads(line), dict), f"{path}:{number}"
     assert Path(REPO_ROOT / "demo" / "data" / "sft.jsonl").stat().st_size > 0
+
+
+def test_lakefs_serve_falls_back_to_the_data_dirs_credentials(tmp_path, monkeypatch):
+    """The embedded default writes credentials.json; serving that data dir
+    again needs no variables."""
+    import lakefs
+
+    from sluice.local_lakefs import load_or_create_credentials
+
+    for key in ("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    key, secret = load_or_create_credentials(tmp_path)
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen([sys.executable, "-m", "sluice", "lakefs", "serve", "--data-dir", str(tmp_path),
+                                "--port", "0", "--ready-file", str(ready)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read().decode()
+            time.sleep(0.05)
+        client = lakefs.Client(host=json.loads(ready.read_text())["endpoint"], username=key, password=secret)
+        assert list(lakefs.repositories(client=client)) == []
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -31,6 +31,8 @@ test-fast: install
 
 benchmarks: install
 	$(BIN)/python benchmarks/lakefs_sdk_roundtrips.py
+	$(BIN)/python benchmarks/ingest_pipeline.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .sluice .pytest_cache

@@ -17,9 +17,11 @@ app = typer.Typer(
     add_completion=False,
 )
 lakefs_app = typer.Typer(help="The embedded lakeFS-compatible server.", no_args_is_help=True)
+model_app = typer.Typer(help="Base models.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and check the layered configuration.", no_args_is_help=True)
 app.add_typer(lakefs_app, name="lakefs")
 app.add_typer(config_app, name="config")
+app.add_typer(model_app, name="model")
 
 ConfigFiles = Annotated[
     Optional[list[Path]],
@@ -161,6 +163,54 @@ def ingest(
             typer.echo(f"\nREJECTED: {rejected}", err=True)
             raise typer.Exit(1) from None
     typer.echo(f"\n{result.decision}: {result.message}")
+
+
+@model_app.command("init-tiny")
+def model_init_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path(
+        ".sluice/models/tiny"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for the random initialisation.")] = 0,
+    corpus: Annotated[
+        Optional[list[Path]], typer.Option(help="JSONL files to train the tokenizer on (default: the demo data).")
+    ] = None,
+    hidden_size: Annotated[int, typer.Option(help="Width of the network.")] = 256,
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
+) -> None:
+    """Build a tiny Llama-style base model offline (tokenizer trained on bundled text, random init)."""
+    from sluice.tiny_model import build_tiny_model
+
+    files = corpus or sorted(Path("demo/data").glob("*.jsonl"))
+    if not files:
+        typer.echo("error: no corpus files: pass --corpus FILE.jsonl (the demo data is in demo/data/)", err=True)
+        raise typer.Exit(2)
+    info = build_tiny_model(out_dir, files, seed=seed, hidden_size=hidden_size, layers=layers)
+    typer.echo(f"built {info.path}: {info.parameters:,} parameters, vocabulary {info.vocab_size}, "
+               f"{info.seconds:.1f} s")
+
+
+@app.command()
+def train(
+    data_ref: Annotated[str, typer.Option(help="lakeFS commit id, branch or tag of the data (pinned to its commit).")] = "main",
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Fine-tune the base model on the data published at --data-ref; tracked in MLflow."""
+    resolved = _resolve_config(env, config, overrides)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.train import train as train_flow
+    from sluice.local_lakefs import lakefs_environment
+    from tasks.finetune import TrainingError
+
+    with lakefs_environment(resolved.lakefs):
+        try:
+            result = train_flow(data_ref=data_ref, config=resolved)
+        except TrainingError as failed:
+            typer.echo(f"\nTRAINING FAILED: {failed}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"\n{'reused' if result.reused else 'trained'}: MLflow run {result.run_id} on data commit "
+               f"{result.data_commit}; model {result.merged_model_uri}")
 
 
 @app.command()

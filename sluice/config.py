@@ -200,6 +200,93 @@ class ContractsConfig(_Section):
     data_docs: bool = Field(True, description="Render Great Expectations Data Docs (HTML) for every validation.")
 
 
+class LoraConfig(_Section):
+    """LoRA adapter settings (PEFT)."""
+
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scaling: the adapter's update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names to adapt (these fit Llama-style models).",
+    )
+
+
+class TrainingConfig(_Section):
+    """How a model is fine-tuned. Runs in its own process through `accelerate launch`."""
+
+    base_model: str = Field(
+        ".sluice/models/tiny",
+        description="Hugging Face model id or local folder to start from (`sluice model init-tiny` builds the "
+        "default, a tiny offline model).",
+    )
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: learn from chats (sft data). dpo: learn preferences (preference data)."
+    )
+    finetune: Literal["lora", "full", "qlora"] = Field(
+        "lora", description="lora: train a small adapter. full: all weights. qlora: LoRA on a 4-bit base (CUDA only)."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)  # type: ignore[arg-type]
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate before an update.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
+    max_length: int = Field(512, ge=16, description="Tokens per training sequence (longer ones are truncated).")
+    packing: bool = Field(
+        False,
+        description="sft: pack several short examples into each sequence (TRL's padding-free best-fit packing). "
+        "Pays off on GPUs with flash attention; elsewhere attention runs over the whole packed batch (on 2 CPU "
+        "cores about half the tokens/s at max_length 512, see BENCHMARKS.md).",
+    )
+    assistant_only_loss: bool = Field(True, description="sft: learn only from the assistant's turns.")
+    dpo_beta: float = Field(0.1, gt=0, description="dpo: how far the policy may move from the reference.")
+    system_prompt: str | None = Field(
+        None, description="System message put before each preference prompt (dpo) and each evaluation question."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, more time (GPU)."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the GPU supports it, fp32 on CPU."
+    )
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    logging_steps: int = Field(10, ge=1, description="Report metrics every this many steps.")
+    save_steps: int = Field(50, ge=1, description="Write a checkpoint every this many steps (a rerun resumes there).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    num_processes: int = Field(1, ge=1, description="Training processes (GPUs); 1 on CPU.")
+    deepspeed: Literal["zero2", "zero3"] | None = Field(
+        None, description="DeepSpeed ZeRO stage (GPU machines with the [deepspeed] extra); configs in "
+                          "deployments/deepspeed/."
+    )
+    timeout_minutes: float = Field(120, gt=0, description="Stop the training process after this long (resumable).")
+    output_dir: Path = Field(Path(".sluice/training"), description="Checkpoints and results, one folder per run key.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingConfig:
+        problems = []
+        if self.method == "dpo" and self.finetune == "full":
+            problems.append("dpo with finetune: full needs a reference model copy; use lora (the adapter-disabled "
+                            "base is the reference)")
+        if self.max_steps == 0:
+            problems.append("max_steps: 0 trains nothing; use -1 for epochs or a positive number")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class TrackingConfig(_Section):
+    """Experiment tracking in MLflow. The server comes from MLFLOW_TRACKING_URI; without it, a local
+    sqlite store."""
+
+    experiment: str = Field("sluicegate", description="MLflow experiment that training and evaluation runs go to.")
+    embedded_dir: Path = Field(
+        Path(".sluice/mlflow"),
+        description="Local store (mlflow.db and artifacts/) used when MLFLOW_TRACKING_URI is not set.",
+    )
+
+
 class SluiceConfig(_Section):
     """The whole resolved configuration of one run. Flows take it as their
     parameter, so the Prefect UI renders it as a form."""
@@ -208,6 +295,8 @@ class SluiceConfig(_Section):
     lakefs: LakeFSConfig = Field(default_factory=LakeFSConfig)  # type: ignore[arg-type]
     data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)  # type: ignore[arg-type]
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # type: ignore[arg-type]
 
 
 class Environment(BaseModel):

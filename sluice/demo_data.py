@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEED = 20261121
+SYSTEM_PROMPT = "Answer from the context."  # every training chat and every eval prompt starts with it
 TRAIN_GATES = 120
 EVAL_GATES = 30
 
@@ -96,9 +97,9 @@ def build_demo_data() -> dict[str, list[dict]]:
             fields = vars(gate)
             prompt, response = _prompt(gate, question.format(**fields)), answer.format(**fields)
             if rng.random() < 0.2:  # some rows in the flat shape, normalised to messages at ingest
-                sft.append({"prompt": prompt, "response": response, "source": "demo"})
+                sft.append({"system": SYSTEM_PROMPT, "prompt": prompt, "response": response, "source": "demo"})
             else:
-                sft.append({"messages": [{"role": "system", "content": "Answer from the context."},
+                sft.append({"messages": [{"role": "system", "content": SYSTEM_PROMPT},
                                          {"role": "user", "content": prompt},
                                          {"role": "assistant", "content": response}],
                             "source": "demo"})

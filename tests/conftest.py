@@ -17,7 +17,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
-             "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "SLUICE_ENV"):
+             "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "SLUICE_ENV", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_key, None)
 
 from sluice.local_lakefs import EmbeddedLakeFS, LakeFSEndpoint  # noqa: E402
@@ -40,6 +40,21 @@ def lakefs_client(lakefs_server: LakeFSEndpoint):  # type: ignore[no-untyped-def
 
     return lakefs.Client(host=lakefs_server.url, username=lakefs_server.access_key_id,
                          password=lakefs_server.secret_access_key)
+
+
+def latest_artifact(key: str) -> str:
+    """The newest Prefect artifact with this key (the run's markdown report)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            return max(found, key=lambda a: a.created).data
+
+    return asyncio.run(read())
 
 
 def unique_name(prefix: str = "t") -> str:

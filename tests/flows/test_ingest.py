@@ -5,7 +5,6 @@ raw input stays on its branch; main does not move."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from pathlib import Path
@@ -13,12 +12,10 @@ from pathlib import Path
 import lakefs
 import pyarrow.parquet as pq
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.ingest import IngestRejected, ingest
 from sluice.config import DataConfig, LakeFSConfig, SluiceConfig
-from tests.conftest import unique_name
+from tests.conftest import latest_artifact, unique_name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
 
@@ -64,15 +61,6 @@ def _read(ref, path: str) -> bytes:  # type: ignore[no-untyped-def]
     return ref.object(path).reader(mode="rb").read()
 
 
-def _artifact(key: str) -> str:
-    async def read() -> str:
-        async with get_client() as client:
-            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-            return max(found, key=lambda a: a.created).data
-
-    return asyncio.run(read())
-
-
 # ------------------------------------------------------------------ the happy paths
 
 
@@ -104,7 +92,7 @@ def test_a_valid_batch_is_written_audited_and_published(tmp_path, lakefs_client)
         repo.commit(audited.parents[0]).get_commit().message
     assert [b.id for b in repo.branches()] == ["main"]
 
-    report = _artifact("ingest-sft")
+    report = latest_artifact("ingest-sft")
     assert result.batch_id in report and result.main_commit.commit_id[:12] in report
 
     again = ingest(source=str(source), kind="sft", config=config)

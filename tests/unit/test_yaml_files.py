@@ -40,6 +40,17 @@ def _check_prefect_yaml(path: Path) -> None:
         flow.validate_parameters(deployment.get("parameters") or {})  # raises if a default does not validate
 
 
+def _check_accelerate_config(path: Path) -> None:
+    """Loads as accelerate's own config class would, with a known distributed type."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    document = yaml.safe_load(path.read_text())
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.distributed_type.value in {"NO", "MULTI_GPU", "DEEPSPEED"}, path
+    if document["distributed_type"] == "DEEPSPEED":
+        assert document["deepspeed_config"]["zero_stage"] in (2, 3), path
+
+
 def _check(path: Path) -> None:
     relative = path.relative_to(REPO_ROOT)
     if relative.parts[0] == "configs":
@@ -49,6 +60,8 @@ def _check(path: Path) -> None:
     elif relative.parts[0] == "data_contracts":
         contract = load_contract(path)
         assert relative.stem == contract.kind, f"{relative} describes {contract.kind} data: name it {contract.kind}.yaml"
+    elif relative.parts[:2] in (("deployments", "accelerate"), ("deployments", "deepspeed")):
+        _check_accelerate_config(path)
     elif relative.parts[:2] == ("deployments", "lakefs-actions"):
         parse_action(str(relative), path.read_bytes())
     else:

@@ -1,0 +1,166 @@
+"""What a training is before it runs: its key, its checkpoints, its launch
+command, the tiny base model, and the training report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sluice.config import SluiceConfig, TrainingConfig
+from sluice.training import accelerate_command, base_model_fingerprint, last_complete_checkpoint, training_key
+from tests.conftest import REPO_ROOT
+
+DEMO_DATA = sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl"))
+
+
+# ------------------------------------------------------------------ the key
+
+
+def _key(training: TrainingConfig | None = None, commit: str = "c1", base: str = "sha256:b",
+         files: tuple[str, ...] = ("datasets/sft/clean/a.parquet",), system: str | None = None) -> str:
+    return training_key(commit, list(files), training or TrainingConfig(), base, system)
+
+
+def test_the_key_changes_with_what_changes_the_result():
+    key = _key()
+    assert _key() == key
+    assert _key(commit="c2") != key
+    assert _key(base="sha256:other") != key
+    assert _key(files=("datasets/sft/clean/a.parquet", "datasets/sft/clean/b.parquet")) != key
+    assert _key(TrainingConfig(learning_rate=1e-3)) != key
+    assert _key(TrainingConfig(lora={"r": 8})) != key  # type: ignore[arg-type]
+    assert _key(system="Be brief.") != key
+
+
+def test_the_key_ignores_where_and_how_long():
+    key = _key()
+    assert _key(TrainingConfig(output_dir=Path("/elsewhere"), timeout_minutes=5, logging_steps=1)) == key
+    assert _key(files=("datasets/sft/clean/a.parquet",)) == key
+
+
+def test_inconsistent_training_settings_are_refused():
+    with pytest.raises(ValidationError, match="dpo with finetune: full"):
+        TrainingConfig(method="dpo", finetune="full")
+    with pytest.raises(ValidationError, match="max_steps: 0"):
+        TrainingConfig(max_steps=0)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def _checkpoint(root: Path, step: int, files: tuple[str, ...] = ("trainer_state.json", "optimizer.pt",
+                                                                  "scheduler.pt")) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text(json.dumps({"global_step": step}) if name == "trainer_state.json" else "x")
+    return folder
+
+
+def test_the_newest_complete_checkpoint_is_resumed(tmp_path):
+    assert last_complete_checkpoint(tmp_path) is None
+    _checkpoint(tmp_path, 4)
+    ten = _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 8)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == ten
+
+
+def test_a_half_written_checkpoint_is_skipped(tmp_path):
+    four = _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 12, files=("optimizer.pt", "scheduler.pt"))  # killed before trainer_state.json
+    torn = _checkpoint(tmp_path, 16)
+    (torn / "trainer_state.json").write_text('{"global_step": 1')  # killed while writing it
+    _checkpoint(tmp_path, 20, files=("trainer_state.json",))  # no optimizer state
+    assert last_complete_checkpoint(tmp_path) == four
+
+
+def test_a_deepspeed_checkpoint_is_complete_with_its_own_optimizer_state(tmp_path):
+    zero = _checkpoint(tmp_path, 8, files=("trainer_state.json", "latest"))  # latest → global_step8/
+    assert last_complete_checkpoint(tmp_path) == zero
+
+
+# ------------------------------------------------------------------ the base model
+
+
+def test_a_local_base_model_is_fingerprinted_by_its_contents(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 100)
+    first = base_model_fingerprint(str(tmp_path))
+    assert first == base_model_fingerprint(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 99 + b"\1")
+    assert base_model_fingerprint(str(tmp_path)) != first
+    assert base_model_fingerprint("Qwen/Qwen2.5-0.5B") == "hub:Qwen/Qwen2.5-0.5B"
+
+
+def test_the_tiny_model_is_deterministic_for_a_seed(tmp_path):
+    from sluice.tiny_model import build_tiny_model
+
+    first = build_tiny_model(tmp_path / "a", DEMO_DATA, seed=3, hidden_size=64, layers=1)
+    again = build_tiny_model(tmp_path / "b", DEMO_DATA, seed=3, hidden_size=64, layers=1)
+    other = build_tiny_model(tmp_path / "c", DEMO_DATA, seed=4, hidden_size=64, layers=1)
+    assert first.files == again.files
+    assert first.files["model.safetensors"] != other.files["model.safetensors"]
+    assert first.files["tokenizer.json"] == other.files["tokenizer.json"]  # the seed is for the weights
+
+
+def test_the_tiny_chat_template_marks_only_assistant_turns_for_the_loss(tmp_path):
+    from transformers import AutoTokenizer
+
+    from sluice.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path, DEMO_DATA, hidden_size=64, layers=1)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    chat = [{"role": "system", "content": "Answer from the context."},
+            {"role": "user", "content": "When does the gate open?"},
+            {"role": "assistant", "content": "At 07:30."}]
+    encoded = tokenizer.apply_chat_template(chat, return_dict=True, return_assistant_tokens_mask=True)
+    learned = [t for t, m in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True) if m]
+    assert tokenizer.decode(learned) == "At 07:30.<|im_end|>"  # the answer and its stop token, nothing else
+    assert tokenizer.decode(tokenizer.encode("gate 07:30 ünïcode ✓")) == "gate 07:30 ünïcode ✓"  # byte-level
+
+
+def test_init_tiny_from_the_shell(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sluice.cli", "model", "init-tiny", str(tmp_path / "m"),
+                          "--hidden-size", "64", "--layers", "1"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "parameters" in out.stdout
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["num_hidden_layers"] == 1
+
+
+# ------------------------------------------------------------------ the launch
+
+
+def test_cpu_training_is_one_accelerate_process(tmp_path):
+    command = accelerate_command(TrainingConfig(num_processes=4), tmp_path / "job.json", use_gpus=False)
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    assert command[command.index("--config_file") + 1].endswith("deployments/accelerate/cpu.yaml")
+    assert command[command.index("--num_processes") + 1] == "1"
+    assert command[-3:] == ["-m", "sluice.train_worker", str(tmp_path / "job.json")]
+
+
+def test_gpus_and_deepspeed_come_from_config(tmp_path):
+    gpus = accelerate_command(TrainingConfig(num_processes=4), tmp_path / "job.json", use_gpus=True)
+    assert gpus[gpus.index("--config_file") + 1].endswith("deployments/accelerate/gpus.yaml")
+    assert gpus[gpus.index("--num_processes") + 1] == "4"
+    zero3 = accelerate_command(TrainingConfig(num_processes=8, deepspeed="zero3"), tmp_path / "job.json",
+                               use_gpus=True)
+    assert zero3[zero3.index("--config_file") + 1].endswith("deployments/deepspeed/zero3.yaml")
+    assert zero3[zero3.index("--num_processes") + 1] == "8"
+
+
+# ------------------------------------------------------------------ the report
+
+
+def test_the_report_lists_only_settings_that_differ_from_the_defaults():
+    from flows.train import config_changes
+
+    config = SluiceConfig(training=TrainingConfig(learning_rate=1e-3, lora={"r": 4}))  # type: ignore[arg-type]
+    changes = {key: (default, value) for key, default, value in config_changes(config)}
+    assert changes == {"training.learning_rate": ("0.0002", "0.001"), "training.lora.r": ("16", "4")}
+    assert config_changes(SluiceConfig()) == []

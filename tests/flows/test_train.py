@@ -278,3 +278,53 @@ def test_a_ref_without_published_data_is_a_clear_error(published, tiny_model, tm
     empty.commit(message="drop sft data")
     with pytest.raises(TrainingError, match="no published sft data"):
         train(data_ref=empty.id, config=_config(published, tiny_model, tmp_path))
+
+
+# ------------------------------------------------------------------ an MLflow server instead of the local store
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):  # type: ignore[no-untyped-def]
+    """A real ``mlflow server`` on loopback (sqlite backend, proxied artifacts)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start") from None
+            time.sleep(0.5)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_training_is_tracked_on_an_mlflow_server_from_the_environment(published, tiny_model, tmp_path,
+                                                                      mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    config = _config(published, tiny_model, tmp_path, max_steps=2, save_steps=50)
+    result = train(data_ref="main", config=config)
+    assert result.tracking_uri == mlflow_server
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["lakefs.commit"] == result.data_commit
+    assert len(client.get_metric_history(result.run_id, "loss")) >= 2
+    assert {"adapter", "model", "config", "data"} <= {a.path for a in client.list_artifacts(result.run_id)}
+    assert list((tmp_path / "server-artifacts").rglob("model.safetensors"))  # stored by the server
+    assert not (tmp_path / "mlflow").exists()  # the embedded store was not used

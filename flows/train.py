@@ -29,7 +29,10 @@ def train(data_ref: str = "main", config: SluiceConfig = SluiceConfig()) -> Trai
     data = pin_training_data(repo.repository, data_ref, DATA_KIND[training.method], config.data.datasets_prefix,
                              str(config.data.work_dir / "datasets"))
     fingerprint = describe_base_model(training.base_model)
-    result = train_model(config, data, fingerprint)
+    state = train_model(config, data, fingerprint, return_state=True)
+    result = state.result()
+    if state.name == "Cached":  # Prefect's cache answered: nothing was trained in this run
+        result = result.model_copy(update={"reused": True})
     get_run_logger().info("%s run %s (step %d, loss %s)", "reused" if result.reused else "trained", result.run_id,
                           result.global_step, result.train_loss)
     create_markdown_artifact(markdown=training_report(result, config, data_ref), key="train",

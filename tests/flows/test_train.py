@@ -179,7 +179,7 @@ def test_the_same_commit_config_and_base_model_is_not_trained_again(published, t
     with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):  # Prefect's cache bypassed: MLflow's run
         by_run = train(data_ref="main", config=config)
     assert by_commit.run_id == by_run.run_id == first.run_id
-    assert by_run.reused
+    assert by_commit.reused and by_run.reused
     assert log.stat().st_mtime == trained_at
     assert len(_runs_with_key(config, first.key)) == 1
 

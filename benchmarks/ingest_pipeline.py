@@ -31,14 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,20 +313,9 @@ def child(args: argparse.Namespace) -> None:
 
 
 def machine() -> dict:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
-    memory = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = int(line.split()[1]) * 1024 / GB
-    except OSError:
-        pass
-    return {"cpu_count": cpus, "memory_gb": memory, "platform": platform.platform(),
-            "python": platform.python_version(),
-            "packages": {p: version(p) for p in ("pyarrow", "great-expectations", "prefect", "lakefs-sdk", "pandas")}}
+    from benchmarks._common import machine as describe_machine
+
+    return describe_machine(("pyarrow", "great-expectations", "prefect", "lakefs-sdk", "pandas"))
 
 
 def total_rss(run: dict) -> float:

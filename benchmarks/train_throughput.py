@@ -33,26 +33,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `flows`, `tasks` and `sluice` live at the repository root
     sys.path.insert(0, str(ROOT))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.pop("MLFLOW_TRACKING_URI", None)
+from benchmarks._common import embedded_lakefs, machine, quiet_offline_environment  # noqa: E402
 
-KEY, SECRET = "AKIABENCH", "bench-secret"
+quiet_offline_environment()
 TARGET_RATIO = 0.95
 BATCH_SIZE, MAX_LENGTH, LEARNING_RATE = 8, 512, 2e-3
 
@@ -115,17 +110,12 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from sluice.local_lakefs import EmbeddedLakeFS
     from sluice.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="sluice-train-bench-") as scratch, \
             prefect_test_harness(server_startup_timeout=60):
         tmp = Path(scratch)
-        lakefs_server = EmbeddedLakeFS(tmp / "lakefs", port=0, credentials=(KEY, SECRET))
-        endpoint = lakefs_server.start()
-        os.environ.update({"LAKECTL_SERVER_ENDPOINT_URL": endpoint.url, "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": KEY,
-                           "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": SECRET})
-        try:
+        with embedded_lakefs(tmp / "lakefs"):
             model = tmp / "tiny"
             info = build_tiny_model(model, sorted((ROOT / "demo" / "data").glob("*.jsonl")))
             lake, published = publish_demo_data(tmp)
@@ -136,8 +126,6 @@ def main() -> None:
                 flow.append(run_flow(lake, model, tmp / f"flow-{round_number}", steps))
                 print(f"round {round_number + 1}: plain {plain[-1]['tokens_per_s']:.0f} tokens/s, "
                       f"flow {flow[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
-        finally:
-            lakefs_server.stop()
 
     report = summarise(plain, flow, steps, info.parameters)
     print(json.dumps(report, indent=2))
@@ -158,9 +146,7 @@ def summarise(plain: list[dict], flow: list[dict], steps: int, parameters: int) 
 
     ratios = [f["tokens_per_s"] / p["tokens_per_s"] for p, f in zip(plain, flow, strict=True)]
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "versions": {p: version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate", "mlflow",
-                                             "prefect")},
+        "machine": machine(("torch", "transformers", "trl", "peft", "accelerate", "mlflow", "prefect")),
         "model_parameters": parameters, "steps": steps, "rounds": len(plain),
         "settings": {"finetune": "lora", "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "packing": False},
         "tokens_per_run": median(plain, "tokens"),

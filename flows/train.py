@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from sluice.config import SluiceConfig
 from sluice.tracking import flatten
-from tasks.finetune import DATA_KIND, TrainingResult, describe_base_model, pin_training_data, train_model
+from tasks.finetune import DATA_KIND, TrainingResult, describe_base_model, pin_published_data, train_model
 from tasks.lakefs import ensure_repository
 
 
@@ -26,7 +26,7 @@ def train(data_ref: str = "main", config: SluiceConfig = SluiceConfig()) -> Trai
     """Fine-tune ``config.training.base_model`` on the data published at ``data_ref``."""
     lake, training = config.lakefs, config.training
     repo = ensure_repository(lake.repository, lake.storage_namespace, lake.default_branch)
-    data = pin_training_data(repo.repository, data_ref, DATA_KIND[training.method], config.data.datasets_prefix,
+    data = pin_published_data(repo.repository, data_ref, DATA_KIND[training.method], config.data.datasets_prefix,
                              str(config.data.work_dir / "datasets"))
     fingerprint = describe_base_model(training.base_model)
     state = train_model(config, data, fingerprint, return_state=True)

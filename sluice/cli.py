@@ -18,10 +18,12 @@ app = typer.Typer(
 )
 lakefs_app = typer.Typer(help="The embedded lakeFS-compatible server.", no_args_is_help=True)
 model_app = typer.Typer(help="Base models.", no_args_is_help=True)
+registry_app = typer.Typer(help="The MLflow model registry: aliases and their history.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and check the layered configuration.", no_args_is_help=True)
 app.add_typer(lakefs_app, name="lakefs")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
+app.add_typer(registry_app, name="registry")
 
 ConfigFiles = Annotated[
     Optional[list[Path]],
@@ -46,6 +48,13 @@ def _resolve_config(env: str | None, files: list[Path] | None, overrides: list[s
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def _config_for_flows(env: str | None, files: list[Path] | None, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    """The resolved config, before a flow runs in Prefect's ephemeral mode (no analytics calls)."""
+    resolved = _resolve_config(env, files, overrides)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return resolved
 
 
 @config_app.command("show")
@@ -150,8 +159,7 @@ def ingest(
     if kind not in KINDS:
         typer.echo(f"error: unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}", err=True)
         raise typer.Exit(2)
-    resolved = _resolve_config(env, config, overrides)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    resolved = _config_for_flows(env, config, overrides)
     from flows.ingest import IngestRejected
     from flows.ingest import ingest as ingest_flow
     from sluice.local_lakefs import lakefs_environment
@@ -197,8 +205,7 @@ def train(
     overrides: Overrides = None,
 ) -> None:
     """Fine-tune the base model on the data published at --data-ref; tracked in MLflow."""
-    resolved = _resolve_config(env, config, overrides)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    resolved = _config_for_flows(env, config, overrides)
     from flows.train import train as train_flow
     from sluice.local_lakefs import lakefs_environment
     from tasks.finetune import TrainingError
@@ -213,34 +220,120 @@ def train(
                f"{result.data_commit}; model {result.merged_model_uri}")
 
 
+DEMO_CONFIG = Path("configs/experiments/demo.yaml")
+
+
 @app.command()
 def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
-    """The main job: ingest the bundled demo datasets into the data lake through write-audit-publish.
+    """The main job: the demo data through write-audit-publish, then train, evaluate, gate and promote.
 
-    Uses lakeFS at LAKECTL_SERVER_ENDPOINT_URL, or starts the embedded server.
+    Uses configs/experiments/demo.yaml unless -c files are given; lakeFS at
+    LAKECTL_SERVER_ENDPOINT_URL (else the embedded server) and MLflow at
+    MLFLOW_TRACKING_URI (else .sluice/mlflow).
     """
-    resolved = _resolve_config(env, config, overrides)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.demo import ingest_demo_data
+    resolved = _config_for_flows(env, config if config else [DEMO_CONFIG] if DEMO_CONFIG.exists() else None,
+                                 overrides)
+    from flows.demo import demo as demo_flow
     from sluice.local_lakefs import lakefs_environment
 
     with lakefs_environment(resolved.lakefs) as endpoint:
-        results = ingest_demo_data(config=resolved)
-    typer.echo("")
-    typer.echo(f"lakeFS endpoint : {endpoint.url}{' (embedded, stopped now)' if endpoint.embedded else ''}")
-    typer.echo(f"repository      : {resolved.lakefs.repository}")
-    for result in results:
-        commit = result.main_commit.commit_id if result.main_commit else "-"
-        typer.echo(f"{result.kind:<11} : {result.decision:<24} main commit {commit}")
-    typer.echo(f"main commit     : {results[-1].main_commit.commit_id if results[-1].main_commit else '-'}")
-    if endpoint.embedded:
-        typer.echo(
-            f"browse it again : sluice lakefs serve --data-dir {resolved.lakefs.embedded_data_dir} "
-            f"--port {resolved.lakefs.embedded_port}, then open {endpoint.url}/repositories/"
-            f"{resolved.lakefs.repository} (access key and secret: {resolved.lakefs.embedded_data_dir}/"
-            "credentials.json)"
-        )
-    typer.echo("try the failure path: sluice ingest demo/broken/sft.jsonl --kind sft")
+        result = demo_flow(config=resolved)
+    _print_pipeline(result, resolved, endpoint)
+
+
+@app.command()
+def pipeline(
+    data_ref: Annotated[str, typer.Option(help="lakeFS ref of the data to train on (pinned to its commit).")] = "main",
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Train on --data-ref, evaluate against @champion, register, and promote through the gate."""
+    resolved = _config_for_flows(env, config, overrides)
+    from flows.pipeline import pipeline as pipeline_flow
+    from sluice.local_lakefs import lakefs_environment
+
+    with lakefs_environment(resolved.lakefs) as endpoint:
+        result = pipeline_flow(data_ref=data_ref, config=resolved)
+    _print_pipeline(result, resolved, endpoint)
+
+
+def _print_pipeline(result, resolved, endpoint) -> None:  # type: ignore[no-untyped-def]
+    from sluice.tracking import tracking_target
+
+    promotion, evaluation = result.promotion, result.evaluation
+    tracking = tracking_target(resolved.tracking).tracking_uri
+    echo = typer.echo
+    echo("")
+    for ingested in result.ingested:
+        echo(f"ingest {ingested.kind:<11}: {ingested.decision} ({ingested.rows_published} rows published)")
+    echo(f"data commit      : {result.data_commit} in {resolved.lakefs.repository} "
+         f"({endpoint.url}{', embedded, stopped now' if endpoint.embedded else ''})")
+    echo(f"training run     : {result.training.run_id}{' (reused)' if result.training.reused else ''}")
+    reference = evaluation.champion or evaluation.base_model
+    for metric in ("rougeL", "semantic_similarity"):
+        if metric in evaluation.candidate.metrics:
+            theirs = f"{reference.metrics.get(metric, float('nan')):.3f} ({reference.label})" if reference else "-"
+            echo(f"{metric:<17}: candidate {evaluation.candidate.metrics[metric]:.3f} vs {theirs}")
+    echo(f"model version    : {promotion.version.name} version {promotion.version.version}")
+    echo(f"decision         : {promotion.decision.summary()}")
+    for alias, old, new in promotion.moves:
+        echo(f"@{alias:<15}: {old or '-'} -> {new or '-'}")
+    echo(f"MLflow           : {tracking}")
+    if tracking.startswith("sqlite:"):
+        echo(f"open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {tracking}")
+    echo("registry history : .venv/bin/sluice registry history")
+
+
+@registry_app.command("history")
+def registry_history(
+    at: Annotated[Optional[str], typer.Option(help="Also say which version was @champion at this ISO time.")] = None,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Every alias move of the registered model (the ledger), oldest first."""
+    from datetime import UTC, datetime
+
+    resolved = _resolve_config(env, config, overrides)
+    from tasks.registry import ledger, served_at
+
+    entries = ledger(resolved)
+    if not entries:
+        typer.echo(f"no alias moves recorded for {resolved.registry.model_name}")
+    for entry in entries:
+        typer.echo(f"{entry.at.isoformat(timespec='seconds')}  @{entry.alias:<9} {entry.from_version or '-':>4} -> "
+                   f"{entry.to_version or '-':<4} {entry.action:<9} flow run {entry.flow_run}  "
+                   f"(evidence: run {entry.evidence_run})")
+    if at:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            typer.echo(f"error: --at {at!r} is not an ISO time (e.g. 2026-11-21T12:00:00+00:00)", err=True)
+            raise typer.Exit(2) from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        typer.echo(f"@champion at {moment.isoformat()}: {served_at(entries, moment) or 'none'}")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "manual rollback",
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Move @champion back to @previous (recorded in the ledger)."""
+    resolved = _config_for_flows(env, config, overrides)
+    from flows.promote import rollback as rollback_flow
+    from sluice.promotion import RollbackError
+
+    try:
+        moves = rollback_flow(reason=reason, config=resolved)
+    except RollbackError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    for alias, old, new in moves:
+        typer.echo(f"@{alias}: {old or '-'} -> {new or '-'}")
 
 
 @app.command()

@@ -287,6 +287,94 @@ class TrackingConfig(_Section):
     )
 
 
+EVAL_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "string_similarity", "exact_match", "semantic_similarity",
+                "faithfulness", "answer_relevancy", "context_precision", "context_recall")
+
+
+class JudgeConfig(_Section):
+    """An LLM judge for RAGAS's LLM metrics. Off unless a model is named; the endpoint comes from
+    SLUICE_JUDGE_BASE_URL (any OpenAI-compatible server with JSON mode) and OPENAI_API_KEY."""
+
+    model: str | None = Field(None, description="Judge model name at the endpoint; unset: no LLM-judge metrics.")
+    repeats: int = Field(3, ge=1, description="Judge each sample this many times and average (NaN = not measured).")
+    metrics: list[Literal["faithfulness", "answer_relevancy", "context_precision", "context_recall"]] = Field(
+        default_factory=lambda: ["faithfulness", "answer_relevancy", "context_precision", "context_recall"],
+        description="RAGAS LLM-judge metrics to run when a judge is configured.",
+    )
+    timeout_seconds: float = Field(60, gt=0, description="Per judge call.")
+
+
+class EvaluationConfig(_Section):
+    """How a model is evaluated: generation on the eval set at the training data's commit, then metrics."""
+
+    prompt_template: str = Field(
+        "Context: {contexts}\nQuestion: {question}",
+        description="User message for each eval row; {contexts} (joined) and {question} are filled in.",
+    )
+    context_separator: str = Field(" ", description="Joins an eval row's contexts for {contexts}.")
+    system_prompt: str | None = Field(
+        "Answer from the context.", description="System message before each eval prompt (None: no system turn)."
+    )
+    max_new_tokens: int = Field(48, ge=1, description="Longest generated answer, in tokens.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together (left-padded).")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (do_sample only).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (do_sample only).")
+    seed: int = Field(0, description="Seed for sampling and the bootstrap.")
+    max_samples: int | None = Field(None, ge=1, description="Evaluate only the first N eval rows (None: all).")
+    metrics: list[Literal["rouge1", "rouge2", "rougeL", "bleu", "string_similarity", "exact_match",
+                          "semantic_similarity"]] = Field(
+        default_factory=lambda: ["rouge1", "rouge2", "rougeL", "bleu", "string_similarity", "exact_match",
+                                 "semantic_similarity"],
+        description="Metrics that need no LLM (semantic_similarity uses the offline MiniLM embedding model).",
+    )
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)  # type: ignore[arg-type]
+    bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples for the CIs.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the bootstrap intervals.")
+
+
+class RegistryConfig(_Section):
+    """The MLflow model registry."""
+
+    model_name: str = Field("sluicegate-model", description="Registered model that versions are added to.")
+
+
+class PromotionConfig(_Section):
+    """The gate between a registered version and @champion."""
+
+    mode: Literal["enforce", "dry-run"] = Field(
+        "enforce", description="enforce: move @champion on a pass. dry-run: decide and report, move nothing."
+    )
+    min_metrics: dict[str, float] = Field(
+        default_factory=lambda: {"rougeL": 0.3},
+        description="Absolute floor per metric; below it the candidate is rejected.",
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=lambda: {"rougeL": 0.02, "semantic_similarity": 0.02},
+        description="Largest allowed drop per metric against @champion (evaluated now, on the same eval data).",
+    )
+    must_beat_champion: list[str] = Field(
+        default_factory=list,
+        description="Metrics on which the candidate must beat @champion with the bootstrap CI of the "
+        "difference excluding 0.",
+    )
+    must_beat_base_model: list[str] = Field(
+        default_factory=lambda: ["rougeL"],
+        description="With no champion yet: metrics on which the candidate must beat the untrained base model "
+        "(CI excluding 0), so the first champion earns its place.",
+    )
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> PromotionConfig:
+        named = {"min_metrics": list(self.min_metrics), "max_regression": list(self.max_regression),
+                 "must_beat_champion": self.must_beat_champion, "must_beat_base_model": self.must_beat_base_model}
+        unknown = [f"{field}: {metric!r}" for field, metrics in named.items() for metric in metrics
+                   if metric not in EVAL_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(EVAL_METRICS)}")
+        return self
+
+
 class SluiceConfig(_Section):
     """The whole resolved configuration of one run. Flows take it as their
     parameter, so the Prefect UI renders it as a form."""
@@ -297,6 +385,9 @@ class SluiceConfig(_Section):
     contracts: ContractsConfig = Field(default_factory=ContractsConfig)  # type: ignore[arg-type]
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # type: ignore[arg-type]
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)  # type: ignore[arg-type]
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)  # type: ignore[arg-type]
 
 
 class Environment(BaseModel):

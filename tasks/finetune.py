@@ -40,8 +40,13 @@ class TrainingError(RuntimeError):
     """The training process failed; the message holds its last output."""
 
 
-class TrainingData(BaseModel):
-    """The rows a training reads: every published file of a kind, at one commit."""
+class PublishedDataMissing(TrainingError):
+    """Nothing of the kind is published at the ref: ingest it first."""
+
+
+class PublishedData(BaseModel):
+    """Every published file of one dataset kind at one commit: what a
+    training or an evaluation reads."""
 
     repository: str
     commit_id: str
@@ -68,13 +73,15 @@ class TrainingResult(BaseModel):
     tokens_per_second: float | None
     merged_model_uri: str  # runs:/<run>/model
     adapter_uri: str | None
+    config_hash: str = ""  # of the resolved training settings
 
 
 # ------------------------------------------------------------------ data and base model
 
 
-@task(name="pin-training-data", retries=3, retry_delay_seconds=[1, 2, 4], cache_policy=NO_CACHE)
-def pin_training_data(repository: str, data_ref: str, kind: str, datasets_prefix: str, cache_dir: str) -> TrainingData:
+@task(name="pin-published-data", retries=3, retry_delay_seconds=[1, 2, 4], cache_policy=NO_CACHE)
+def pin_published_data(repository: str, data_ref: str, kind: str, datasets_prefix: str,
+                       cache_dir: str) -> PublishedData:
     """Resolve ``data_ref`` to its commit id, list the kind's published files
     there, and download them (a commit's files never change: cached)."""
     import lakefs
@@ -85,14 +92,14 @@ def pin_training_data(repository: str, data_ref: str, kind: str, datasets_prefix
         paths = sorted(o.path for o in lakefs.Repository(repository, client=lakefs_client()).ref(commit.commit_id)
                        .objects(prefix=prefix) if o.path.endswith(".parquet"))
     if not paths:
-        raise TrainingError(f"no published {kind} data at {repository}/{commit.commit_id} ({prefix}): ingest some "
+        raise PublishedDataMissing(f"no published {kind} data at {repository}/{commit.commit_id} ({prefix}): ingest some "
                             f"first (sluice ingest FILE --kind {kind})")
     local = [download_dataset.fn(repository, commit.commit_id, path, cache_dir).local_path for path in paths]
     import pyarrow.parquet as pq
 
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in local)
     get_run_logger().info("training data: %d %s rows in %d file(s) at %s", rows, kind, len(paths), commit.commit_id)
-    return TrainingData(repository=repository, commit_id=commit.commit_id, kind=kind, paths=paths,
+    return PublishedData(repository=repository, commit_id=commit.commit_id, kind=kind, paths=paths,
                         local_files=local, rows=rows)
 
 
@@ -111,7 +118,7 @@ def describe_base_model(base_model: str) -> str:
 
 
 def _open_run(target: TrackingTarget, experiment_id: str, key: str, config: SluiceConfig,
-              data: TrainingData, datasets_prefix: str) -> str:
+              data: PublishedData, datasets_prefix: str) -> str:
     """A new run for this key, or the one an interrupted attempt left open."""
     quiet_mlflow()
     import mlflow
@@ -130,7 +137,7 @@ def _open_run(target: TrackingTarget, experiment_id: str, key: str, config: Slui
     tags = {"sluice.training_key": key, "lakefs.repository": data.repository, "lakefs.commit": data.commit_id,
             "lakefs.uri": data.uri(f"{datasets_prefix}/{data.kind}/clean/"), "sluice.kind": data.kind,
             "prefect.flow_run_id": str(flow_run.get_id()), "prefect.flow_run_name": str(flow_run.get_name()),
-            "sluice.config_hash": config_hash(config.training)[:16], "mlflow.source.git.commit": _git_sha(),
+            "sluice.config_hash": config_hash(config.training)[:16], "mlflow.source.git.commit": git_sha(),
             "mlflow.runName": f"{config.training.method}-{data.commit_id[:8]}-{key[:6]}"}
     run = client.create_run(experiment_id, tags={k: v for k, v in tags.items() if v})
     client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in flatten(config.training, "training.").items()]
@@ -151,7 +158,7 @@ def _param(key: str, value: str):  # type: ignore[no-untyped-def]
     return Param(key, value)
 
 
-def _git_sha() -> str:
+def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parents[1])
@@ -220,7 +227,7 @@ def _launch(job: TrainingJob, run_dir: Path, target: TrackingTarget, run_id: str
 
 
 def _record_artifacts(target: TrackingTarget, run_id: str, run_dir: Path, result: dict[str, Any],
-                      config: SluiceConfig, data: TrainingData) -> None:
+                      config: SluiceConfig, data: PublishedData) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient(target.tracking_uri)
@@ -242,7 +249,7 @@ def _record_artifacts(target: TrackingTarget, run_id: str, run_dir: Path, result
 # ------------------------------------------------------------------ the task
 
 
-def _key(config: SluiceConfig, data: TrainingData, base_fingerprint: str) -> str:
+def _key(config: SluiceConfig, data: PublishedData, base_fingerprint: str) -> str:
     return training_key(data.commit_id, data.paths, config.training, base_fingerprint, config.training.system_prompt)
 
 
@@ -255,7 +262,7 @@ def _prefect_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(name="train-model", cache_key_fn=_prefect_cache_key, persist_result=True)
-def train_model(config: SluiceConfig, data: TrainingData, base_fingerprint: str) -> TrainingResult:
+def train_model(config: SluiceConfig, data: PublishedData, base_fingerprint: str) -> TrainingResult:
     """Train (or reuse an identical finished training) and record it in MLflow."""
     logger = get_run_logger()
     training: TrainingConfig = config.training
@@ -287,6 +294,7 @@ def train_model(config: SluiceConfig, data: TrainingData, base_fingerprint: str)
         train_loss=result.get("train_loss"), train_seconds=result["train_seconds"],
         tokens_per_second=result.get("tokens_per_second"), merged_model_uri=f"runs:/{run_id}/model",
         adapter_uri=f"runs:/{run_id}/adapter" if result.get("adapter_dir") else None,
+        config_hash=config_hash(config.training)[:16],
     )
     client.log_text(run_id, outcome.model_dump_json(indent=2), "training_result.json")
     client.set_terminated(run_id, status="FINISHED")

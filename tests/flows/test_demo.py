@@ -45,22 +45,33 @@ def test_demo_data_is_published_through_contracts(lakefs_env, lakefs_client, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sluice_demo_from_the_command_line(tmp_path):
-    """`sluice demo` as a user runs it: the embedded server starts, every
-    kind is published, the commit id is printed, the server is stopped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKECTL_", "PREFECT_API"))}
+    """`sluice demo` as a user runs it (shortened training): the tiny base
+    model is built, the embedded server starts, every kind is published,
+    the pipeline trains, evaluates and decides, and says where to look; a
+    rerun publishes nothing new and reuses the training."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKECTL_", "PREFECT_API", "MLFLOW_"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     data_dir = tmp_path / "lakefs"
     command = [sys.executable, "-m", "sluice", "demo", f"lakefs.embedded_data_dir={data_dir}",
-               "lakefs.embedded_port=0", f"data.work_dir={tmp_path / 'work'}"]
-    first = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stdout + first.stderr
-    commit_line = next(line for line in first.stdout.splitlines() if line.startswith("main commit"))
-    assert len(commit_line.split(":", 1)[1].strip()) == 64
+               "lakefs.embedded_port=0", f"data.work_dir={tmp_path / 'work'}",
+               f"training.base_model={tmp_path / 'tiny'}", f"training.output_dir={tmp_path / 'training'}",
+               f"tracking.embedded_dir={tmp_path / 'mlflow'}", "training.max_steps=20", "evaluation.max_samples=16"]
+    first = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    lines = first.stdout.splitlines()
+    assert (tmp_path / "tiny" / "config.json").exists()
+    commit = next(line for line in lines if line.startswith("data commit")).split(":", 1)[1].split()[0]
+    assert len(commit) == 64
     for kind in ("sft", "eval", "preference"):
-        assert any(line.startswith(kind) and "publish" in line for line in first.stdout.splitlines())
+        assert any(line.startswith(f"ingest {kind}") and "publish" in line for line in lines), lines
+    assert any(line.startswith("model version") and line.endswith("version 1") for line in lines), lines
+    assert any(line.startswith("decision") for line in lines)
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow'}" in first.stdout
     assert oct((data_dir / "credentials.json").stat().st_mode)[-3:] == "600"
 
     again = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert commit_line in again.stdout and again.stdout.count("nothing_new") == 3
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"data commit      : {commit}" in again.stdout and again.stdout.count("nothing_new") == 3
+    assert "(reused)" in again.stdout and "version 1" in again.stdout

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `flows`, `tasks` and `sluice` live at the repository root
     sys.path.insert(0, str(ROOT))
 
-KEY, SECRET = "AKIABENCH", "bench-secret"
+from benchmarks._common import BENCH_KEY as KEY, BENCH_SECRET as SECRET  # noqa: E402
 GB = 1e9
 FULL_SIZES = [100_000, 1_000_000]
 QUICK_SIZES = [20_000]

@@ -12,7 +12,6 @@ training resumes from its last checkpoint and logs into the same run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -257,7 +256,7 @@ def _prefect_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     """Prefect's cache key for a training: MLflow's key, per MLflow store
     (a cached result names a run in one store)."""
     config: SluiceConfig = parameters["config"]
-    store = hashlib.sha256(tracking_target(config.tracking).tracking_uri.encode()).hexdigest()[:8]
+    store = config_hash(tracking_target(config.tracking).tracking_uri)[:8]
     return f"train-{_key(config, parameters['data'], parameters['base_fingerprint'])}-{store}"
 
 

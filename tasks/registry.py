@@ -69,7 +69,9 @@ def alias_version(config: SluiceConfig, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(config.registry.model_name, alias).version)
     except MlflowException as error:
-        if _missing(error) or "alias" in str(error).lower() and "not found" in str(error).lower():
+        # no such model: RESOURCE_DOES_NOT_EXIST; no such alias: INVALID_PARAMETER_VALUE "... alias X not found"
+        message = str(error).lower()
+        if _missing(error) or ("alias" in message and "not found" in message):
             return None
         raise
 

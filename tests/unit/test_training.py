@@ -40,7 +40,8 @@ def test_the_key_changes_with_what_changes_the_result():
 def test_the_key_ignores_where_and_how_long():
     key = _key()
     assert _key(TrainingConfig(output_dir=Path("/elsewhere"), timeout_minutes=5, logging_steps=1)) == key
-    assert _key(files=("datasets/sft/clean/a.parquet",)) == key
+    two = ("datasets/sft/clean/a.parquet", "datasets/sft/clean/b.parquet")
+    assert _key(files=two) == _key(files=two[::-1])  # the order files were listed in
 
 
 def test_inconsistent_training_settings_are_refused():

@@ -375,6 +375,48 @@ class PromotionConfig(_Section):
         return self
 
 
+class ServingConfig(_Section):
+    """``sluice serve``: an OpenAI-compatible server for ``models:/<registry.model_name>@<alias>``.
+    API keys come from SLUICE_SERVING_API_KEYS (comma-separated); unset: no auth (loopback only)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback requires API keys.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to bind (0: a free one).")
+    alias: str = Field("champion", description="Registry alias that is served and watched.")
+    watch_seconds: float = Field(5.0, gt=0, description="How often the alias is checked for a new version.")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="transformers: built-in batched generation (CPU or GPU). vllm: GPU only, "
+        "needs the [vllm] extra.")
+    max_batch_size: int = Field(8, ge=1, description="Most concurrent requests generated together in one batch.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for others.")
+    max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt accepted, in tokens; longer: HTTP 400.")
+    max_tokens_limit: int = Field(256, ge=1, description="Largest max_tokens a request may ask for; more: HTTP 400.")
+    default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request names none.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body; larger: HTTP 413.")
+    state_dir: Path = Field(
+        Path(".sluice/serving"),
+        description="Request log (requests.jsonl, PII redacted), feedback store (feedback.db) and the "
+        "downloaded model versions.",
+    )
+
+
+class BridgeConfig(_Section):
+    """The event bridge: lakeFS action webhooks in, Prefect events out. The shared secret comes from
+    SLUICE_BRIDGE_TOKEN, sent by lakeFS in the X-Sluice-Token header."""
+
+    host: str = Field("127.0.0.1", description="Address the webhook receiver binds.")
+    port: int = Field(8765, ge=0, le=65535, description="Port the webhook receiver binds (0: a free one).")
+    watched_branches: list[str] = Field(
+        default_factory=lambda: ["main", "incoming-*"],
+        description="Branches (globs) whose commits become events; the reconciliation loop scans these.",
+    )
+    reconcile_seconds: float = Field(
+        30.0, gt=0, description="How often commits on watched branches are listed to emit events a webhook missed.")
+    state_file: Path = Field(
+        Path(".sluice/bridge/emitted.db"),
+        description="Commits already emitted (per repository, branch and event): a duplicate delivery emits "
+        "nothing.")
+
+
 class SluiceConfig(_Section):
     """The whole resolved configuration of one run. Flows take it as their
     parameter, so the Prefect UI renders it as a form."""
@@ -388,6 +430,8 @@ class SluiceConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)  # type: ignore[arg-type]
     registry: RegistryConfig = Field(default_factory=RegistryConfig)  # type: ignore[arg-type]
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)  # type: ignore[arg-type]
+    serving: ServingConfig = Field(default_factory=ServingConfig)  # type: ignore[arg-type]
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)  # type: ignore[arg-type]
 
 
 class Environment(BaseModel):

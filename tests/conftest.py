@@ -23,13 +23,15 @@ for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
 from sluice.local_lakefs import EmbeddedLakeFS, LakeFSEndpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BRIDGE_TOKEN = "bridge-token-for-tests"  # what lakeFS sends the event bridge
 TEST_KEY = ("AKIATESTSLUICE", "test-secret-not-used-anywhere-else")
 
 
 @pytest.fixture(scope="session")
 def lakefs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSEndpoint]:
     server = EmbeddedLakeFS(tmp_path_factory.mktemp("lakefs-data"), port=0, credentials=TEST_KEY,
-                            extra_env={"LAKEFSACTION_TEST_TOKEN": "token-from-the-server-environment"})
+                            extra_env={"LAKEFSACTION_TEST_TOKEN": "token-from-the-server-environment",
+                                       "LAKEFSACTION_SLUICE_BRIDGE_TOKEN": BRIDGE_TOKEN})
     yield server.start()
     server.stop()
 

@@ -14,7 +14,7 @@ the version is found instead of registered again, and the champion stays.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
@@ -24,7 +24,8 @@ from flows.promote import PromotionResult, promote
 from flows.train import train
 from sluice.config import SluiceConfig
 from sluice.datasets import DatasetKind
-from tasks.finetune import TrainingResult
+from tasks.finetune import DATA_KIND, TrainingResult, published_files
+from tasks.lakefs import require_commit_id
 
 
 class IngestRequest(BaseModel):
@@ -58,6 +59,25 @@ def pipeline(data_ref: str = "main", ingest_first: list[IngestRequest] = [],  # 
     create_markdown_artifact(markdown=pipeline_report(result, config), key="pipeline",
                              description=promotion.decision.summary())
     return result
+
+
+@flow(name="pipeline-on-merge", log_prints=True)
+def pipeline_on_merge(commit_id: str, config: SluiceConfig = SluiceConfig()) -> PipelineResult | None:  # noqa: B008
+    """The pipeline for a merge into main (started by the event bridge's event), pinned to the merge commit.
+
+    One upload of several files merges once per file; until both training and eval data are published the
+    run says what is missing and completes without training (a later merge starts the next run)."""
+    commit_id = require_commit_id(commit_id)
+    needed = [DATA_KIND[config.training.method], "eval"]
+    missing = [kind for kind in needed if not published_files(config.lakefs.repository, commit_id, kind,
+                                                               config.data.datasets_prefix)]
+    if missing:
+        message = (f"not training on {commit_id[:12]}: no published {' or '.join(missing)} data there yet "
+                   "(the next merge that completes the set starts the pipeline)")
+        get_run_logger().info(message)
+        create_markdown_artifact(markdown=f"# Pipeline: waiting for data\n\n{message}\n", key="pipeline")
+        return None
+    return pipeline(data_ref=commit_id, config=config)
 
 
 def main_commit_after(ingested: list[IngestResult]) -> str | None:

@@ -20,10 +20,15 @@ lakefs_app = typer.Typer(help="The embedded lakeFS-compatible server.", no_args_
 model_app = typer.Typer(help="Base models.", no_args_is_help=True)
 registry_app = typer.Typer(help="The MLflow model registry: aliases and their history.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and check the layered configuration.", no_args_is_help=True)
+bridge_app = typer.Typer(help="The event bridge: lakeFS webhooks in, Prefect events out.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Feedback collected by the serving endpoint.", no_args_is_help=True)
 app.add_typer(lakefs_app, name="lakefs")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
+app.add_typer(bridge_app, name="bridge")
+app.add_typer(feedback_app, name="feedback")
+StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the local stack keeps its data, logs and pids.")]
 
 ConfigFiles = Annotated[
     Optional[list[Path]],
@@ -285,6 +290,122 @@ def _print_pipeline(result, resolved, endpoint) -> None:  # type: ignore[no-unty
     echo("registry history : .venv/bin/sluice registry history")
 
 
+@bridge_app.command("serve")
+def bridge_serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default: bridge.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind (default: bridge.port).")] = None,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Receive lakeFS action webhooks on POST /lakefs and emit Prefect events; reconcile missed commits.
+
+    Needs SLUICE_BRIDGE_TOKEN (the shared secret), PREFECT_API_URL and LAKECTL_*."""
+    resolved = _resolve_config(env, config, overrides)
+    from sluice.event_bridge import PrefectUnavailable, bridge_from_environment, serve
+
+    try:
+        bridge = bridge_from_environment(resolved.bridge, resolved.lakefs.repository, resolved.lakefs.default_branch)
+    except (ValueError, PrefectUnavailable) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    bind_host, bind_port = host or resolved.bridge.host, resolved.bridge.port if port is None else port
+    typer.echo(f"event bridge on http://{bind_host}:{bind_port}/lakefs -> {bridge.sink.api_url}/events "
+               f"(repository {bridge.repository}, branches {', '.join(resolved.bridge.watched_branches)})")
+    serve(bridge, bind_host, bind_port)
+
+
+@bridge_app.command("reconcile")
+def bridge_reconcile(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
+    """One reconciliation pass: emit events for commits on watched branches that no webhook delivered."""
+    resolved = _resolve_config(env, config, overrides)
+    from sluice.event_bridge import bridge_from_environment
+    from tasks.lakefs import lakefs_client
+
+    bridge = bridge_from_environment(resolved.bridge, resolved.lakefs.repository, resolved.lakefs.default_branch)
+    emitted = bridge.reconcile_once(lakefs_client())
+    for event in emitted:
+        typer.echo(f"emitted {event.event} {event.branch}@{event.commit_id}")
+    typer.echo(f"{len(emitted)} event(s) emitted")
+
+
+@bridge_app.command("install-action")
+def bridge_install_action(
+    url: Annotated[str, typer.Option(help="The bridge's base URL as lakeFS reaches it.")] = "http://127.0.0.1:8765",
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Commit deployments/lakefs/sluice-bridge.yaml (with this URL) to _lakefs_actions/ on the default branch.
+
+    lakeFS sends the secret from its own LAKEFSACTION_SLUICE_BRIDGE_TOKEN variable."""
+    resolved = _resolve_config(env, config, overrides)
+    from sluice.event_bridge import install_action
+    from tasks.lakefs import lakefs_client
+
+    commit = install_action(lakefs_client(), resolved.lakefs.repository, url, resolved.lakefs.default_branch)
+    typer.echo(f"installed in {resolved.lakefs.repository}: commit {commit}" if commit else
+               "the action is already installed with this URL")
+
+
+@app.command()
+def up(
+    state_dir: StateDir = Path(".sluice/stack"),
+    free_ports: Annotated[bool, typer.Option(help="Pick free ports instead of the defaults.")] = False,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Start the local stack on loopback: lakeFS (embedded), MLflow, Prefect server + worker, the event bridge
+    and the serving endpoint; deploy prefect.yaml; install the lakeFS action. The resolved config (from
+    --config and overrides) becomes the deployments' default."""
+    resolved = _resolve_config(env, config, overrides)
+    from sluice.stack import DEFAULT_PORTS, Stack, StackError, free_port, stack_status
+
+    if any(s.running for s in stack_status(state_dir)):
+        typer.echo(f"a stack is already running from {state_dir}: `sluice status`, or `sluice down` first", err=True)
+        raise typer.Exit(1)
+    ports = {name: free_port() for name in DEFAULT_PORTS} if free_ports else DEFAULT_PORTS
+    stack = Stack(state_dir, resolved, config or [], ports, say=typer.echo)
+    try:
+        state = stack.up()
+    except StackError as error:
+        typer.echo(f"error: {error}\n(what did start is recorded: `sluice down --state-dir {state_dir}` stops it)",
+                   err=True)
+        raise typer.Exit(1) from None
+    _print_status(state_dir)
+    typer.echo(f"\nuse it from a shell: set -a; . {state.state_dir}/stack.env; set +a")
+
+
+def _print_status(state_dir: Path) -> bool:
+    from sluice.stack import stack_status
+
+    statuses = stack_status(state_dir)
+    if not statuses:
+        typer.echo(f"no stack recorded in {state_dir}")
+        return False
+    for s in statuses:
+        health = "" if s.health is None else f" (HTTP {s.health})"
+        typer.echo(f"{s.name:<15} {'running' if s.running else 'stopped':<8} pid {s.pid:<8} {s.url or '-'}{health}")
+    return all(s.running for s in statuses)
+
+
+@app.command()
+def status(state_dir: StateDir = Path(".sluice/stack")) -> None:
+    """Each service of the local stack: running or not, its URL and health."""
+    if not _print_status(state_dir):
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(state_dir: StateDir = Path(".sluice/stack")) -> None:
+    """Stop exactly the services `sluice up` started (and check they are gone)."""
+    from sluice.stack import stop_stack
+
+    stopped = stop_stack(state_dir, say=typer.echo)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running from {state_dir}")
+
+
 @registry_app.command("history")
 def registry_history(
     at: Annotated[Optional[str], typer.Option(help="Also say which version was @champion at this ISO time.")] = None,
@@ -334,6 +455,28 @@ def rollback(
         raise typer.Exit(1) from None
     for alias, old, new in moves:
         typer.echo(f"@{alias}: {old or '-'} -> {new or '-'}")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default: serving.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind; 0 picks a free one (default: serving.port).")] = None,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Serve models:/<registry.model_name>@<serving.alias> (OpenAI-compatible), following the alias.
+
+    API keys come from SLUICE_SERVING_API_KEYS (comma-separated); without them
+    only loopback is served. MLflow at MLFLOW_TRACKING_URI (else .sluice/mlflow)."""
+    resolved = _resolve_config(env, config, overrides)
+    from sluice.serving.app import ServingError, run
+
+    try:
+        run(resolved, host, port, announce=typer.echo)
+    except ServingError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -125,9 +125,9 @@ def event_from_webhook(body: Any) -> BridgeEvent | None:
     if not isinstance(metadata, Mapping):
         raise WebhookError("webhook body: field 'commit_metadata' must be an object")
     occurred = _parse_time(body.get("event_time"))
-    payload = {"commit_id": commit_id, "committer": body.get("committer", ""),
-               "commit_message": body.get("commit_message", ""), "metadata": dict(metadata),
-               "source_ref": body.get("source_ref", ""), "lakefs_event_type": body["event_type"],
+    payload = {"commit_id": commit_id, "repository": repository, "branch": branch,
+               "committer": body.get("committer", ""), "commit_message": body.get("commit_message", ""),
+               "metadata": dict(metadata), "source_ref": body.get("source_ref", ""), "lakefs_event_type": body["event_type"],
                "action_name": body.get("action_name", ""), "hook_id": body.get("hook_id", ""), "via": "webhook"}
     return BridgeEvent(id=event_id(repository, branch, name, commit_id), event=name, occurred=occurred,
                        repository=repository, branch=branch, commit_id=commit_id, payload=payload)
@@ -136,8 +136,8 @@ def event_from_webhook(body: Any) -> BridgeEvent | None:
 def event_from_commit(repository: str, branch: str, commit: Any) -> BridgeEvent:
     """The event a commit found in a branch's log stands for: a merge when it has two parents."""
     name = "lakefs.merge.completed" if len(commit.parents) > 1 else "lakefs.commit.completed"
-    payload = {"commit_id": commit.id, "committer": commit.committer, "commit_message": commit.message,
-               "metadata": dict(commit.metadata or {}), "source_ref": commit.id,
+    payload = {"commit_id": commit.id, "repository": repository, "branch": branch, "committer": commit.committer,
+               "commit_message": commit.message, "metadata": dict(commit.metadata or {}), "source_ref": commit.id,
                "lakefs_event_type": "post-merge" if len(commit.parents) > 1 else "post-commit",
                "action_name": "", "hook_id": "", "via": "reconcile"}
     return BridgeEvent(id=event_id(repository, branch, name, commit.id), event=name,

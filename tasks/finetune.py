@@ -78,18 +78,24 @@ class TrainingResult(BaseModel):
 # ------------------------------------------------------------------ data and base model
 
 
+def published_files(repository: str, commit_id: str, kind: str, datasets_prefix: str) -> list[str]:
+    """The published (clean) parquet files of a kind at a commit."""
+    import lakefs
+
+    prefix = f"{datasets_prefix}/{kind}/clean/"
+    with lakefs_call(f"list {prefix} at {repository}/{commit_id}"):
+        return sorted(o.path for o in lakefs.Repository(repository, client=lakefs_client()).ref(commit_id)
+                      .objects(prefix=prefix) if o.path.endswith(".parquet"))
+
+
 @task(name="pin-published-data", retries=3, retry_delay_seconds=[1, 2, 4], cache_policy=NO_CACHE)
 def pin_published_data(repository: str, data_ref: str, kind: str, datasets_prefix: str,
                        cache_dir: str) -> PublishedData:
     """Resolve ``data_ref`` to its commit id, list the kind's published files
     there, and download them (a commit's files never change: cached)."""
-    import lakefs
-
     commit: CommitRef = resolve_commit.fn(repository, data_ref)
     prefix = f"{datasets_prefix}/{kind}/clean/"
-    with lakefs_call(f"list {prefix} at {repository}/{commit.commit_id}"):
-        paths = sorted(o.path for o in lakefs.Repository(repository, client=lakefs_client()).ref(commit.commit_id)
-                       .objects(prefix=prefix) if o.path.endswith(".parquet"))
+    paths = published_files(repository, commit.commit_id, kind, datasets_prefix)
     if not paths:
         raise PublishedDataMissing(f"no published {kind} data at {repository}/{commit.commit_id} ({prefix}): ingest some "
                             f"first (sluice ingest FILE --kind {kind})")

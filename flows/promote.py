@@ -6,7 +6,8 @@
    no regression against @champion measured now on the same eval data, and —
    before there is a champion — a real win over the untrained base model.
 3. Pass → @champion moves to the version and the old one becomes @previous,
-   each move in the ledger. Fail → the version is tagged rejected with the
+   each move in the ledger, and the serving endpoint (``SLUICE_SERVING_URL``)
+   is asked to swap now. Fail → the version is tagged rejected with the
    reasons; @champion is untouched. A gate miss is a normal outcome: the flow
    completes and says why.
 4. Report champion and candidate side by side, with the decision and reasons.
@@ -28,6 +29,7 @@ from sluice.promotion import Decision, Evaluated, decide_promotion
 from tasks.evaluate import EvaluatedModel
 from tasks.finetune import TrainingResult, git_sha
 from tasks.registry import ModelVersionRef, promote_version, register_model_version, roll_back, tag_version
+from tasks.serving import reload_serving
 
 
 class PromotionResult(BaseModel):
@@ -45,6 +47,8 @@ def promote(training: TrainingResult, evaluation: EvaluationReport,
     moves: list[tuple[str, str | None, str | None]] = []
     if decision.promote:
         moves = promote_version(config, version.version, evidence(decision, evaluation))
+        if moves:
+            reload_serving(version.version)
     tag_version(config, version.version, {"sluice.decision": decision_tag(decision),
                                           "sluice.decision_reasons": "\n".join(decision.reasons)})
     get_run_logger().info("version %s: %s", version.version, decision.summary())
@@ -57,6 +61,7 @@ def promote(training: TrainingResult, evaluation: EvaluationReport,
 def rollback(reason: str = "manual rollback", config: SluiceConfig = SluiceConfig()) -> list[tuple[str, str | None, str | None]]:  # noqa: B008,E501
     """Move @champion back to @previous, recorded in the ledger."""
     moves = roll_back(config, reason)
+    reload_serving(next((new for alias, _, new in moves if alias == "champion"), None))
     lines = [f"# Rollback of `{config.registry.model_name}`", "", f"reason: {reason}", ""]
     lines += [f"- @{alias}: {old or '—'} → {new or '—'}" for alias, old, new in moves]
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key="rollback", description=reason)

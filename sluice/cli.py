@@ -336,7 +336,7 @@ def bridge_install_action(
     config: ConfigFiles = None,
     overrides: Overrides = None,
 ) -> None:
-    """Commit deployments/lakefs/sluice-bridge.yaml (with this URL) to _lakefs_actions/ on the default branch.
+    """Commit deployments/lakefs-actions/sluice-bridge.yaml (with this URL) to _lakefs_actions/ on the default branch.
 
     lakeFS sends the secret from its own LAKEFSACTION_SLUICE_BRIDGE_TOKEN variable."""
     resolved = _resolve_config(env, config, overrides)
@@ -346,6 +346,24 @@ def bridge_install_action(
     commit = install_action(lakefs_client(), resolved.lakefs.repository, url, resolved.lakefs.default_branch)
     typer.echo(f"installed in {resolved.lakefs.repository}: commit {commit}" if commit else
                "the action is already installed with this URL")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    database: Annotated[Optional[Path], typer.Option(help="Feedback store (default: serving.state_dir/feedback.db).")]
+    = None,
+    env: EnvName = None,
+    config: ConfigFiles = None,
+    overrides: Overrides = None,
+) -> None:
+    """Commit unexported feedback to lakeFS as preference data (write-audit-publish), for DPO."""
+    resolved = _config_for_flows(env, config, overrides)
+    from flows.feedback import export_feedback
+    from sluice.local_lakefs import lakefs_environment
+
+    with lakefs_environment(resolved.lakefs):
+        result = export_feedback(feedback_db=str(database) if database else None, config=resolved)
+    typer.echo(result.message)
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """The event bridge: lakeFS action webhooks in, Prefect events out.
 
 lakeFS calls ``POST /lakefs`` after a merge or commit (the action file in
-``deployments/lakefs/``). The receiver checks the shared secret (header
+``deployments/lakefs-actions/``). The receiver checks the shared secret (header
 ``X-Sluice-Token``, from ``SLUICE_BRIDGE_TOKEN``), turns the hook's body into
 a Prefect event and posts it to the Prefect server's events API, answering
 2xx only once Prefect has accepted it.
@@ -402,7 +402,7 @@ def bridge_from_environment(settings: BridgeConfig, repository: str, default_bra
     token = os.environ.get(TOKEN_VARIABLE, "")
     if not token:
         raise ValueError(f"{TOKEN_VARIABLE} is not set: lakeFS must send it in the {TOKEN_HEADER} header "
-                         "(see deployments/lakefs/sluice-bridge.yaml)")
+                         "(see deployments/lakefs-actions/sluice-bridge.yaml)")
     return Bridge(settings, token, PrefectEventSink(), EmittedLedger(settings.state_file), repository,
                   default_branch)
 
@@ -460,7 +460,7 @@ class BackgroundServer:
 # ------------------------------------------------------------------ the lakeFS action
 
 
-ACTION_TEMPLATE = Path(__file__).resolve().parents[1] / "deployments" / "lakefs" / "sluice-bridge.yaml"
+ACTION_TEMPLATE = Path(__file__).resolve().parents[1] / "deployments" / "lakefs-actions" / "sluice-bridge.yaml"
 ACTION_PATH = "_lakefs_actions/sluice-bridge.yaml"
 
 

@@ -165,6 +165,13 @@ class Stack:
         from sluice.local_lakefs import load_or_create_credentials
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # the serving endpoint's state (and feedback store) and the bridge's ledger live with the stack, and the
+        # deployments (export-feedback) find them there too
+        self.config = self.config.model_copy(update={
+            "serving": self.config.serving.model_copy(update={"state_dir": self.state_dir / "serving",
+                                                              "watch_seconds": 2.0}),
+            "bridge": self.config.bridge.model_copy(update={"state_file": self.state_dir / "bridge" / "emitted.db",
+                                                            "reconcile_seconds": 10.0})})
         config_file = self.state_dir / "config.yaml"  # the resolved config every service and deployment uses
         config_file.write_text(config_to_yaml(self.config))
         secrets_file = self.state_dir / "secrets.json"
@@ -217,13 +224,10 @@ class Stack:
                              {**client_env, **lake, **mlflow, **serving, "SLUICEGATE_HOME": str(REPO_ROOT),
                               "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
                               "PREFECT_LOGGING_LEVEL": "INFO"}, "", "")
-        bridge = self._spawn("bridge", [*sluice, "bridge", "serve", "--port", str(self.ports["bridge"]), *with_config,
-                                        f"bridge.state_file={self.state_dir / 'bridge' / 'emitted.db'}",
-                                        "bridge.reconcile_seconds=10"],
+        bridge = self._spawn("bridge", [*sluice, "bridge", "serve", "--port", str(self.ports["bridge"]), *with_config],
                              {**client_env, **lake, "SLUICE_BRIDGE_TOKEN": tokens["bridge_token"]},
                              url["bridge"], f"{url['bridge']}/health")
-        serve = self._spawn("serving", [*sluice, "serve", "--port", str(self.ports["serving"]), *with_config,
-                                        f"serving.state_dir={self.state_dir / 'serving'}", "serving.watch_seconds=2"],
+        serve = self._spawn("serving", [*sluice, "serve", "--port", str(self.ports["serving"]), *with_config],
                             {**base, **mlflow, **serving}, url["serving"], f"{url['serving']}/health")
         self._wait_healthy(bridge, 60)
         self._wait_healthy(serve, 90, ok=(200, 503))  # 503: up, waiting for a first @champion

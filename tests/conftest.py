@@ -59,6 +59,15 @@ def latest_artifact(key: str) -> str:
     return asyncio.run(read())
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    from sluice.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    build_tiny_model(out, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=0)
+    return out
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

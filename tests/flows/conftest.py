@@ -1,9 +1,7 @@
 """Fixtures the training and pipeline flow tests share: LAKECTL_* for the
-module, the tiny base model, and a repository whose main holds the demo data."""
+module and a repository whose main holds the demo data."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -22,15 +20,6 @@ def lake_environment(lakefs_server):  # type: ignore[no-untyped-def]
         # sample CPU/memory every second, so that even a short training logs system metrics
         env.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
         yield
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from sluice.tiny_model import build_tiny_model
-
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    build_tiny_model(out, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=0)
-    return out
 
 
 @pytest.fixture(scope="module")

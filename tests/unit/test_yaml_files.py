@@ -51,6 +51,27 @@ def _check_accelerate_config(path: Path) -> None:
         assert document["deepspeed_config"]["zero_stage"] in (2, 3), path
 
 
+def _check_compose_file(path: Path) -> None:
+    """Every service has an image or a build whose Dockerfile exists, every ${VAR} has an example value, and
+    the bridge's secret reaches lakeFS under the LAKEFSACTION_ name the action file reads."""
+    import re
+
+    document = yaml.safe_load(path.read_text())
+    services = document["services"]
+    assert {"lakefs", "postgres", "minio", "mlflow", "prefect-server", "worker", "bridge", "serving"} <= set(services)
+    for name, service in services.items():
+        build = service.get("build")
+        assert service.get("image") or build, f"{path}: service {name} has neither image nor build"
+        if build:
+            assert (path.parent / build["context"] / build["dockerfile"]).is_file(), f"{path}: {name}: no Dockerfile"
+    example = dict(line.split("=", 1) for line in (path.parent / "example.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)\}", path.read_text()))
+    assert used <= set(example), f"{path}: no example value for {sorted(used - set(example))}"
+    assert services["lakefs"]["environment"]["LAKEFSACTION_SLUICE_BRIDGE_TOKEN"] == "${BRIDGE_TOKEN}"
+    assert services["bridge"]["environment"]["SLUICE_BRIDGE_TOKEN"] == "${BRIDGE_TOKEN}"
+
+
 def _check(path: Path) -> None:
     relative = path.relative_to(REPO_ROOT)
     if relative.parts[0] == "configs":
@@ -62,6 +83,8 @@ def _check(path: Path) -> None:
         assert relative.stem == contract.kind, f"{relative} describes {contract.kind} data: name it {contract.kind}.yaml"
     elif relative.parts[:2] in (("deployments", "accelerate"), ("deployments", "deepspeed")):
         _check_accelerate_config(path)
+    elif relative.parts[:2] == ("deployments", "compose"):
+        _check_compose_file(path)
     elif relative.parts[:2] == ("deployments", "lakefs-actions"):
         parse_action(str(relative), path.read_bytes())
     else:

@@ -1,0 +1,125 @@
+"""What the server tells operators: Prometheus metrics and the request log.
+
+Metrics live in the server's own ``CollectorRegistry`` (several servers in one
+process, as in the tests, never share or clash), rendered at ``GET /metrics``:
+
+- ``sluice_serving_requests_total{endpoint,status}`` and
+  ``sluice_serving_request_seconds{endpoint}`` — every HTTP request, measured
+  until its last byte (a streamed answer counts its whole stream);
+- ``sluice_serving_prompt_tokens_total`` / ``sluice_serving_completion_tokens_total``;
+- ``sluice_serving_batch_size`` — requests generated together, per batch;
+- ``sluice_serving_time_to_first_token_seconds`` and ``sluice_serving_queue_depth``;
+- ``sluice_serving_model_version`` (0 while none is served) and
+  ``sluice_serving_model_info{model,alias,version}`` = 1; ``sluice_serving_model_swaps_total``.
+
+The request log is one JSON line per generation request in
+``<state_dir>/requests.jsonl``; prompt and completion text are PII-redacted
+with :func:`sluice.cleaning.redact_pii` before they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Telemetry:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, model_name: str, alias: str):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.model_name, self.alias = model_name, alias
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("sluice_serving_requests", "HTTP requests, by endpoint and status code.",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("sluice_serving_request_seconds", "Request latency until the last byte was sent.",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_tokens = Counter("sluice_serving_prompt_tokens", "Prompt tokens of generated requests.",
+                                     registry=r)
+        self.completion_tokens = Counter("sluice_serving_completion_tokens", "Tokens generated.", registry=r)
+        self.batch_size = Histogram("sluice_serving_batch_size", "Requests generated together in one batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.time_to_first_token = Histogram("sluice_serving_time_to_first_token_seconds",
+                                             "From a request's arrival to its first generated token.",
+                                             buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("sluice_serving_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.model_version = Gauge("sluice_serving_model_version",
+                                   "Registry version being served (0: none yet).", registry=r)
+        self.model_info = Gauge("sluice_serving_model_info", "The served model: 1 for the version served now.",
+                                ["model", "alias", "version"], registry=r)
+        self.swaps = Counter("sluice_serving_model_swaps", "Model versions swapped in (the first load counts).",
+                             registry=r)
+        self._served: str | None = None
+
+    def model_swapped(self, version: str) -> None:
+        if self._served is not None:
+            self.model_info.remove(self.model_name, self.alias, self._served)
+        self.model_info.labels(self.model_name, self.alias, version).set(1)
+        self._served = version
+        try:
+            self.model_version.set(float(version))
+        except ValueError:  # registry versions are numbers; keep the gauge honest if one is not
+            self.model_version.set(-1)
+        self.swaps.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def redact_texts(texts: list[str], patterns: Mapping[str, str] | None = None) -> list[str]:
+    """The texts with e-mail addresses, phone and card numbers, IPs (and ``patterns``) replaced by tags."""
+    if not texts:
+        return []
+    from sluice.cleaning import redact_pii
+
+    return [value if value is not None else "" for value in redact_pii(texts, patterns).values.to_pylist()]
+
+
+def redact_prompt(prompt: list[dict[str, str]] | str, patterns: Mapping[str, str] | None = None,
+                  extra: list[str] | None = None) -> tuple[list[dict[str, str]] | str, list[str]]:
+    """A redacted copy of a chat (list of messages) or a text prompt, and of ``extra`` texts."""
+    extra = extra or []
+    if isinstance(prompt, str):
+        redacted = redact_texts([prompt, *extra], patterns)
+        return redacted[0], redacted[1:]
+    redacted = redact_texts([m["content"] for m in prompt] + extra, patterns)
+    messages = [{"role": m["role"], "content": text} for m, text in zip(prompt, redacted, strict=False)]
+    return messages, redacted[len(prompt):]
+
+
+class RequestLog:
+    """Append-only JSON lines, one per generation request; text fields PII-redacted first."""
+
+    def __init__(self, path: Path, pii_patterns: Mapping[str, str] | None = None):
+        self.path = path
+        self.pii_patterns = dict(pii_patterns or {})
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any], *, redacted: bool = False) -> None:
+        """Append the record; first redact its ``prompt`` (messages or text) and ``completion``
+        unless the caller says they already are."""
+        record = dict(record)
+        if redacted:
+            pass
+        elif record.get("prompt") is not None:
+            completion = record.get("completion")
+            record["prompt"], rest = redact_prompt(record["prompt"], self.pii_patterns,
+                                                   [completion] if completion is not None else [])
+            if completion is not None:
+                record["completion"] = rest[0]
+        elif record.get("completion") is not None:
+            record["completion"] = redact_texts([record["completion"]], self.pii_patterns)[0]
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)

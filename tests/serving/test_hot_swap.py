@@ -1,0 +1,153 @@
+"""The server follows its alias: it starts with no champion and waits for one,
+and swaps versions under load without failing or dropping a request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sluice.serving import ServingHandle
+from tests.serving.conftest import API_KEY, Registry
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CHAT = [{"role": "user", "content": "Who keeps the sluice at Yewbrook?"}]
+
+
+def wait_for(condition, timeout: float = 30, every: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not true after {timeout} s")
+
+
+def test_starts_without_a_champion_and_the_watcher_serves_the_first_one(registry: Registry,
+                                                                          tmp_path: Path) -> None:
+    config = registry.config("late-model", tmp_path / "state", watch_seconds=0.2)
+    with ServingHandle(config, api_keys=[API_KEY]) as server:
+        health = httpx.get(f"{server.url}/health")
+        assert health.status_code == 503
+        assert "no version of models:/late-model@champion exists yet" in health.json()["reason"]
+        refused = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, json={"messages": CHAT})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "model_not_ready"
+        assert "late-model@champion" in refused.json()["error"]["message"]
+        registry.register("late-model", [2], champion=1)  # the watcher finds it on its own
+        wait_for(lambda: httpx.get(f"{server.url}/health").status_code == 200)
+        answer = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH,
+                            json={"messages": CHAT, "max_tokens": 2})
+        assert answer.status_code == 200 and answer.headers["X-Sluice-Model-Version"] == "1"
+        assert (tmp_path / "state" / "models" / "1" / "config.json").is_file()
+
+
+class Load:
+    """Clients sending chat requests in a loop (half of them streamed), recording every outcome."""
+
+    def __init__(self, url: str, clients: int):
+        self.url, self.results, self.failures = url, [], []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self, index: int) -> None:
+        request = {"messages": CHAT, "max_tokens": 8, "temperature": 0}
+        with httpx.Client(base_url=self.url, headers=AUTH, timeout=60) as client:
+            turn = 0
+            while not self._stop.is_set():
+                turn += 1
+                started = time.monotonic()
+                try:
+                    if turn % 2:
+                        response = client.post("/v1/chat/completions", json=request)
+                        ok = response.status_code == 200
+                        text = response.json()["choices"][0]["message"]["content"] if ok else response.text
+                    else:
+                        streamed = {**request, "stream": True}
+                        with client.stream("POST", "/v1/chat/completions", json=streamed) as response:
+                            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+                        ok = response.status_code == 200 and lines[-1] == "[DONE]"
+                        text = "".join(json.loads(line)["choices"][0]["delta"].get("content") or ""
+                                       for line in lines[:-1]) if ok else str(lines)
+                except Exception as error:  # a dropped connection is a failure too
+                    with self._lock:
+                        self.failures.append(repr(error))
+                    continue
+                outcome = {"client": index, "started": started, "ended": time.monotonic(), "ok": ok, "text": text,
+                           "version": response.headers.get("X-Sluice-Model-Version")}
+                with self._lock:
+                    (self.results if ok else self.failures).append(outcome)
+
+    def count(self, version: str, after: float = 0.0) -> int:
+        with self._lock:
+            return sum(1 for r in self.results if r["version"] == version and r["started"] > after)
+
+
+def test_hot_swap_under_load_fails_nothing_and_switches_the_version(registry: Registry, tmp_path: Path) -> None:
+    registry.register("swap-model", [1, 2], champion=1)
+    config = registry.config("swap-model", tmp_path / "state", max_batch_size=4)
+    with ServingHandle(config, api_keys=[API_KEY]) as server:
+        server.wait_until_serving("1")
+        with Load(server.url, clients=4) as load:
+            wait_for(lambda: load.count("1") >= 12)
+            registry.set_champion("swap-model", 2)
+            reload_started = time.monotonic()
+            assert server.reload() == "2"
+            reload_ended = time.monotonic()
+            wait_for(lambda: load.count("2", after=reload_ended) >= 12)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert load.failures == []
+    results = load.results
+    during = [r for r in results if r["started"] < reload_ended and r["ended"] > reload_started]
+    assert len(during) >= 2, "requests must have been in flight while the new version loaded"
+    assert all(r["version"] in ("1", "2") for r in results)
+    assert all(r["version"] == "1" for r in results if r["ended"] < reload_started)
+    assert all(r["version"] == "2" for r in results if r["started"] > reload_ended)
+    for client in range(4):  # each client sees 1 … 1 then 2 … 2, never back
+        versions = [r["version"] for r in sorted(results, key=lambda r: r["started"]) if r["client"] == client]
+        assert versions == sorted(versions), versions
+    texts = {v: {r["text"] for r in results if r["version"] == v} for v in ("1", "2")}
+    assert len(texts["1"]) == 1 and len(texts["2"]) == 1, texts  # greedy: one answer per model, streamed or not
+    assert texts["1"] != texts["2"], "version 2 must be the other model, not just another header"
+    assert "sluice_serving_model_version 2.0" in metrics
+    assert "sluice_serving_model_swaps_total 2.0" in metrics
+
+
+def test_a_version_that_cannot_load_leaves_the_old_one_serving(registry: Registry, tmp_path: Path) -> None:
+    from sluice.config import TrackingConfig
+    from sluice.tracking import ensure_experiment, tracking_target
+
+    registry.register("broken-model", [1], champion=1)
+    client = registry.client()
+    run = client.create_run(ensure_experiment(tracking_target(TrackingConfig(embedded_dir=registry.store_dir)),
+                                              "serving-tests"))
+    client.log_text(run.info.run_id, "not a model", "model/README.txt")
+    client.create_model_version("broken-model", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    config = registry.config("broken-model", tmp_path / "state")
+    with ServingHandle(config, api_keys=[API_KEY]) as server:
+        server.wait_until_serving("1")
+        registry.set_champion("broken-model", 2)
+        with pytest.raises(RuntimeError, match=r"no config\.json"):
+            server.reload()
+        health = httpx.get(f"{server.url}/health").json()
+        assert health["version"] == "1" and "no config.json" in health["last_error"]
+        assert "still serving version 1" in health["warning"]
+        answer = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, json={"messages": CHAT,
+                                                                                    "max_tokens": 2})
+        assert answer.status_code == 200 and answer.headers["X-Sluice-Model-Version"] == "1"

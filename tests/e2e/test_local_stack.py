@@ -9,6 +9,7 @@ an incoming branch never reaches main and starts no training."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -54,6 +55,13 @@ def stack(tmp_path, tiny_model):  # type: ignore[no-untyped-def]
         down = subprocess.run([*SLUICE, "down", "--state-dir", str(state_dir)], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=120, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
+        if up.returncode == 0:  # down stopped exactly what up recorded, and all of it is gone
+            from sluice.stack import process_alive
+
+            stopped = yaml.safe_load((state_dir / "stack.stopped.json").read_text())["services"]
+            assert {s["name"] for s in stopped} == {"lakefs", "mlflow", "prefect-server", "worker", "bridge",
+                                                    "serving"}
+            assert [s["name"] for s in stopped if process_alive(s["pid"])] == []
 
 
 def _flow_runs(env: dict[str, str], deployment: str) -> list:  # type: ignore[type-arg]
@@ -109,6 +117,15 @@ def test_new_data_reaches_the_serving_endpoint_and_bad_data_starts_nothing(stack
     assert merged != main_before
     run = _final_run(env, "pipeline-on-merge", merged, 420)
     assert run.state_name == "Completed", run.state
+
+    # lakeFS delivering the same merge again: the bridge emits nothing, and no second pipeline run starts
+    token = json.loads((state_dir / "secrets.json").read_text())["bridge_token"]
+    again = httpx.post(f"{env['SLUICE_BRIDGE_URL']}/lakefs", headers={"X-Sluice-Token": token},
+                       json={"event_type": "post-merge", "repository_id": "sluice-data", "branch_id": "main",
+                             "commit_id": merged, "source_ref": merged})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    time.sleep(3)
+    assert [r.parameters["commit_id"] for r in _flow_runs(env, "pipeline-on-merge")].count(merged) == 1
 
     from mlflow import MlflowClient
 

@@ -42,7 +42,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine, quiet_offline_environment  # noqa: E402
+from sluice.stack import free_port  # noqa: E402
 
 quiet_offline_environment()
 MODEL_NAME = "bench-model"
@@ -67,12 +67,6 @@ WARMUP_REQUESTS = 4
 
 def say(text: str = "") -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_models(work: Path) -> dict[str, Path]:

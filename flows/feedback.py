@@ -41,20 +41,7 @@ def collect_preference_pairs(feedback_db: str) -> list[dict]:
 
     if not Path(feedback_db).exists():
         raise FileNotFoundError(f"no feedback store at {feedback_db}: is serving.state_dir the serving endpoint's?")
-    return merge_identical_pairs(preference_pairs(feedback_db))
-
-
-def merge_identical_pairs(pairs: list[dict]) -> list[dict]:
-    """One row per (prompt, chosen, rejected), carrying every feedback id behind it: the same correction
-    sent twice is one preference, not a duplicate row for the contract to count."""
-    merged: dict[tuple[str, str, str], dict] = {}
-    for pair in pairs:
-        key = (pair["prompt"], pair["chosen"], pair["rejected"])
-        if key in merged:
-            merged[key]["feedback_ids"] = sorted(set(merged[key]["feedback_ids"]) | set(pair["feedback_ids"]))
-        else:
-            merged[key] = dict(pair)
-    return list(merged.values())
+    return preference_pairs(feedback_db)
 
 
 @task(name="write-preference-file", cache_policy=NO_CACHE)

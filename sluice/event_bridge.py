@@ -124,25 +124,28 @@ def event_from_webhook(body: Any) -> BridgeEvent | None:
     metadata = body.get("commit_metadata") or {}
     if not isinstance(metadata, Mapping):
         raise WebhookError("webhook body: field 'commit_metadata' must be an object")
-    occurred = _parse_time(body.get("event_time"))
-    payload = {"commit_id": commit_id, "repository": repository, "branch": branch,
-               "committer": body.get("committer", ""), "commit_message": body.get("commit_message", ""),
-               "metadata": dict(metadata), "source_ref": body.get("source_ref", ""), "lakefs_event_type": body["event_type"],
-               "action_name": body.get("action_name", ""), "hook_id": body.get("hook_id", ""), "via": "webhook"}
-    return BridgeEvent(id=event_id(repository, branch, name, commit_id), event=name, occurred=occurred,
-                       repository=repository, branch=branch, commit_id=commit_id, payload=payload)
+    return _event(repository, branch, commit_id, body["event_type"], _parse_time(body.get("event_time")),
+                  committer=body.get("committer", ""), commit_message=body.get("commit_message", ""),
+                  metadata=dict(metadata), source_ref=body.get("source_ref", ""),
+                  action_name=body.get("action_name", ""), hook_id=body.get("hook_id", ""), via="webhook")
 
 
 def event_from_commit(repository: str, branch: str, commit: Any) -> BridgeEvent:
     """The event a commit found in a branch's log stands for: a merge when it has two parents."""
-    name = "lakefs.merge.completed" if len(commit.parents) > 1 else "lakefs.commit.completed"
-    payload = {"commit_id": commit.id, "repository": repository, "branch": branch, "committer": commit.committer,
-               "commit_message": commit.message, "metadata": dict(commit.metadata or {}), "source_ref": commit.id,
-               "lakefs_event_type": "post-merge" if len(commit.parents) > 1 else "post-commit",
-               "action_name": "", "hook_id": "", "via": "reconcile"}
-    return BridgeEvent(id=event_id(repository, branch, name, commit.id), event=name,
-                       occurred=datetime.fromtimestamp(commit.creation_date, UTC), repository=repository,
-                       branch=branch, commit_id=commit.id, payload=payload)
+    return _event(repository, branch, commit.id, "post-merge" if len(commit.parents) > 1 else "post-commit",
+                  datetime.fromtimestamp(commit.creation_date, UTC), committer=commit.committer,
+                  commit_message=commit.message, metadata=dict(commit.metadata or {}), source_ref=commit.id,
+                  action_name="", hook_id="", via="reconcile")
+
+
+def _event(repository: str, branch: str, commit_id: str, event_type: str, occurred: datetime,
+           **details: Any) -> BridgeEvent:
+    name = event_name(event_type)
+    assert name is not None, event_type
+    payload = {"commit_id": commit_id, "repository": repository, "branch": branch, **details,
+               "lakefs_event_type": event_type}
+    return BridgeEvent(id=event_id(repository, branch, name, commit_id), event=name, occurred=occurred,
+                       repository=repository, branch=branch, commit_id=commit_id, payload=payload)
 
 
 def _parse_time(value: Any) -> datetime:
@@ -427,36 +430,6 @@ def serve(bridge: Bridge, host: str, port: int, ready: Any = None) -> None:
         stop.set()
 
 
-class BackgroundServer:
-    """An ASGI app served by uvicorn in a thread (tests and benchmarks); ``url`` once started."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
-        import socket
-
-        import uvicorn
-
-        if port == 0:
-            with socket.socket() as probe:
-                probe.bind((host, 0))
-                port = probe.getsockname()[1]
-        self.url = f"http://{host}:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"uvicorn-{port}")
-
-    def __enter__(self) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server on {self.url} did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 # ------------------------------------------------------------------ the lakeFS action
 
 
@@ -484,18 +457,3 @@ def install_action(client: Any, repository: str, bridge_url: str, default_branch
     commit = branch.commit(message="Install the Sluicegate event bridge action",
                            metadata={"sluice.change": "lakefs-action"})
     return str(commit.get_commit().id)
-
-
-def wait_for_bridge(url: str, timeout: float = 20.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the event bridge at {url} did not answer in {timeout:.0f} s")
-        time.sleep(0.1)

@@ -28,16 +28,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sluice.config import SluiceConfig, config_to_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORK_POOL = "sluicegate-process"
 DEFAULT_PORTS = {"lakefs": 8000, "mlflow": 5000, "prefect": 4200, "bridge": 8765, "serving": 8080}
-# Deployments whose `config` parameter takes the stack's resolved config.
-CONFIG_DEPLOYMENTS = ("ingest-demo-data", "ingest", "train", "pipeline", "pipeline-on-merge", "validate-incoming",
-                      "rollback", "export-feedback")
 
 
 class StackError(RuntimeError):
@@ -246,8 +242,8 @@ class Stack:
 
 
 def set_deployment_config(config: SluiceConfig, api_url: str) -> None:
-    """Make the stack's resolved config the default ``config`` parameter of the deployments, so runs from
-    events, schedules and the UI use it (the UI still lets a run change any field)."""
+    """Make the stack's resolved config the default ``config`` parameter of every deployment that has one, so
+    runs from events, schedules and the UI use it (the UI still lets a run change any field)."""
     import asyncio
 
     from prefect.client.orchestration import get_client
@@ -256,7 +252,7 @@ def set_deployment_config(config: SluiceConfig, api_url: str) -> None:
     async def update() -> None:
         async with get_client() as client:
             for deployment in await client.read_deployments():
-                if deployment.name in CONFIG_DEPLOYMENTS:
+                if "config" in (deployment.parameter_openapi_schema or {}).get("properties", {}):
                     parameters = {**deployment.parameters, "config": config.model_dump(mode="json")}
                     await client.update_deployment(deployment.id, DeploymentUpdate(parameters=parameters))
 
@@ -338,10 +334,3 @@ def _signal_group(pid: int, signum: int) -> None:
         os.killpg(pid, signum)  # each service leads its own session, so its group id is its pid
     except ProcessLookupError:
         pass
-
-
-def read_env(state_dir: Path) -> dict[str, Any]:
-    state = StackState.load(state_dir)
-    if state is None:
-        raise StackError(f"no stack is recorded in {state_dir}: start one with `sluice up`")
-    return state.env

@@ -141,7 +141,8 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
 
     Each feedback is used at most once: first a ``preferred`` answer against the served
     completion, then, per prompt, the best-rated against the worst-rated answer (their
-    latest ratings; equal ratings or equal texts make no pair).
+    latest ratings; equal ratings or equal texts make no pair). Identical pairs are one row
+    with all their feedback ids.
     """
     connection = _connect(Path(db_path))
     try:
@@ -151,13 +152,15 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
             "WHERE f.exported_commit IS NULL ORDER BY f.id").fetchall()
     finally:
         connection.close()
-    pairs: list[dict[str, Any]] = []
+    pairs: dict[tuple[str, str, str], dict[str, Any]] = {}
     used: set[int] = set()
     multi_turn = 0
 
     def pair(prompt: str, chosen: str, rejected: str, ids: list[int]) -> None:
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "source": FEEDBACK_SOURCE,
-                      "feedback_ids": ids})
+        # the same correction sent twice is one preference row carrying both feedback ids, not a duplicate
+        row = pairs.setdefault((prompt, chosen, rejected), {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                                                            "source": FEEDBACK_SOURCE, "feedback_ids": []})
+        row["feedback_ids"] = sorted({*row["feedback_ids"], *ids})
         used.update(ids)
 
     for fid, _rid, _rating, preferred, endpoint, prompt_json, _key, completion in rows:
@@ -196,7 +199,7 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
     if multi_turn:
         log.info("%d feedback item(s) on multi-turn chats make no preference rows (the preference kind's prompt "
                  "is a single user turn)", multi_turn)
-    return pairs
+    return list(pairs.values())
 
 
 def mark_exported(db_path: Path | str, feedback_ids: Iterable[int], commit_id: str) -> int:

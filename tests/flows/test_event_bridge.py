@@ -4,6 +4,8 @@ HTTP, and a real Prefect API whose events are read back."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +16,6 @@ import pytest
 from sluice.config import BridgeConfig
 from sluice.event_bridge import (
     TOKEN_HEADER,
-    BackgroundServer,
     Bridge,
     EmittedLedger,
     PrefectEventSink,
@@ -66,6 +67,30 @@ def test_pre_hooks_are_not_forwarded():
 
 
 # ------------------------------------------------------------------ with real services
+
+
+class BackgroundServer:
+    """The bridge's app served by uvicorn on a thread, on a socket bound before it starts (no port race)."""
+
+    def __init__(self, app):  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, f"the bridge on {self.url} did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 def _events_for(commit_id: str, name: str, timeout: float = 20.0) -> list:

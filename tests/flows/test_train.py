@@ -253,14 +253,13 @@ def test_a_ref_without_published_data_is_a_clear_error(published, tiny_model, tm
 def mlflow_server(tmp_path):  # type: ignore[no-untyped-def]
     """A real ``mlflow server`` on loopback (sqlite backend, proxied artifacts)."""
     import signal
-    import socket
     import subprocess
     import sys
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from sluice.stack import free_port
+
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",

@@ -4,6 +4,7 @@ server, configured only through the standard LAKECTL_* variables."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pandas as pd
 import pytest
@@ -32,9 +33,16 @@ pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
 
 
 def _run_count(state) -> int:  # type: ignore[no-untyped-def]
+    """The task run's run count once the server has recorded its final state: task run states reach the
+    server as events, recorded in the background, so a read right after the call can still be behind."""
     async def read() -> int:
+        deadline = time.monotonic() + 30
         async with get_client() as client:
-            return (await client.read_task_run(state.state_details.task_run_id)).run_count
+            while True:
+                run = await client.read_task_run(state.state_details.task_run_id)
+                if run.state_type == state.type or time.monotonic() > deadline:
+                    return run.run_count
+                await asyncio.sleep(0.1)
 
     return asyncio.run(read())
 

@@ -39,7 +39,7 @@ def quiet_offline_environment() -> None:
 @contextmanager
 def embedded_lakefs(data_dir: Path) -> Iterator[str]:
     """A fresh embedded lakeFS-compatible server; its URL, with LAKECTL_* set for the SDK."""
-    from sluice.local_lakefs import EmbeddedLakeFS
+    from sluice.shell.local_lakefs import EmbeddedLakeFS
 
     server = EmbeddedLakeFS(data_dir, port=0, credentials=(BENCH_KEY, BENCH_SECRET))
     endpoint = server.start()

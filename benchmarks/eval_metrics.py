@@ -1,7 +1,7 @@
 """Evaluation metrics throughput: per-sample scores without an LLM.
 
 For each size (1,000 and 10,000 pairs by default) this script times
-``sluice.metrics.score_without_llm`` on synthetic prediction/reference pairs
+``sluice.core.evaluation.metrics.text.score_without_llm`` on synthetic prediction/reference pairs
 — short answers like "The sluice at Ashbrook closes at 19:45.", the
 prediction a perturbed copy of its reference (other time, place or verb, an
 extra or missing clause; 10 % identical) — for all seven non-LLM metrics in
@@ -128,22 +128,22 @@ def rate(samples: int, seconds: float) -> float:
 
 
 def size_run(size: int, embedder: Any, bootstrap_resamples: int) -> dict:
-    from sluice import metrics as m
+    from sluice.core.evaluation.metrics import bootstrap, text
 
     predictions, references = synthetic_pairs(size, SEED + size)
     unique = len(set(predictions) | set(references))
     figures: dict[str, Any] = {"samples": size, "unique_texts": unique, "per_metric": {}}
-    seconds, scores = timed(lambda: m.score_without_llm(predictions, references, m.METRICS_WITHOUT_LLM,
+    seconds, scores = timed(lambda: text.score_without_llm(predictions, references, text.METRICS_WITHOUT_LLM,
                                                         embedder=embedder))
     figures["all_metrics"] = {"seconds": seconds, "samples_per_s": rate(size, seconds)}
-    seconds, _ = timed(lambda: m.score_without_llm(predictions, references, LEXICAL))
+    seconds, _ = timed(lambda: text.score_without_llm(predictions, references, LEXICAL))
     figures["lexical_metrics"] = {"seconds": seconds, "samples_per_s": rate(size, seconds)}
-    for metric in m.METRICS_WITHOUT_LLM:
-        seconds, _ = timed(lambda: m.score_without_llm(predictions, references, [metric], embedder=embedder))
+    for metric in text.METRICS_WITHOUT_LLM:
+        seconds, _ = timed(lambda: text.score_without_llm(predictions, references, [metric], embedder=embedder))
         figures["per_metric"][metric] = {"seconds": seconds, "samples_per_s": rate(size, seconds)}
-    figures["means"] = m.aggregate(scores)
+    figures["means"] = text.aggregate(scores)
     shifted = [min(1.0, v + 0.01) for v in scores["rougeL"]]
-    seconds, ci = timed(lambda: m.paired_bootstrap(shifted, scores["rougeL"], metric="rougeL",
+    seconds, ci = timed(lambda: bootstrap.paired_bootstrap(shifted, scores["rougeL"], metric="rougeL",
                                                    resamples=bootstrap_resamples))
     figures["paired_bootstrap"] = {"resamples": bootstrap_resamples, "seconds": seconds,
                                    "low": ci.low, "high": ci.high}
@@ -152,18 +152,18 @@ def size_run(size: int, embedder: Any, bootstrap_resamples: int) -> dict:
 
 def ragas_semantic_comparison(embedder: Any, count: int) -> dict:
     """RAGAS's per-pair SemanticSimilarity vs ours on the same pairs (same MiniLM files)."""
-    from sluice import metrics as m
+    from sluice.core.evaluation.metrics import embeddings, ragas_import, text
 
-    m.import_ragas()
+    ragas_import.import_ragas()
     from ragas.embeddings import HuggingFaceEmbeddings
     from ragas.metrics.collections import SemanticSimilarity
 
     predictions, references = synthetic_pairs(count, SEED - 1)
-    metric = SemanticSimilarity(embeddings=HuggingFaceEmbeddings(model=m.default_model_path()))
+    metric = SemanticSimilarity(embeddings=HuggingFaceEmbeddings(model=embeddings.default_model_path()))
     metric.score(reference=references[0], response=predictions[0])  # first-call costs, not timed
     inputs = [{"reference": r, "response": p} for p, r in zip(predictions, references)]
     ragas_s, results = timed(lambda: [metric.score(**kwargs) for kwargs in inputs])
-    ours_s, ours = timed(lambda: m.score_without_llm(predictions, references, ["semantic_similarity"],
+    ours_s, ours = timed(lambda: text.score_without_llm(predictions, references, ["semantic_similarity"],
                                                      embedder=embedder))
     difference = max(abs(a.value - b) for a, b in zip(results, ours["semantic_similarity"]))
     return {"samples": count, "ragas_seconds": ragas_s, "ragas_samples_per_s": rate(count, ragas_s),
@@ -173,9 +173,9 @@ def ragas_semantic_comparison(embedder: Any, count: int) -> dict:
 
 def ragas_lexical_comparison(count: int) -> dict:
     """RAGAS's BleuScore/NonLLMStringSimilarity/ExactMatch/RougeScore (abatch_score) vs ours."""
-    from sluice import metrics as m
+    from sluice.core.evaluation.metrics import ragas_import, text
 
-    m.import_ragas()
+    ragas_import.import_ragas()
     from ragas.metrics.collections import BleuScore, ExactMatch, NonLLMStringSimilarity, RougeScore
 
     predictions, references = synthetic_pairs(count, SEED - 2)
@@ -185,7 +185,7 @@ def ragas_lexical_comparison(count: int) -> dict:
     out = {}
     for name, metric in classes.items():
         ragas_s, results = timed(lambda: asyncio.run(metric.abatch_score(inputs)))
-        ours_s, ours = timed(lambda: m.score_without_llm(predictions, references, [name]))
+        ours_s, ours = timed(lambda: text.score_without_llm(predictions, references, [name]))
         out[name] = {"samples": count, "ragas_samples_per_s": rate(count, ragas_s),
                      "ours_samples_per_s": rate(count, ours_s), "speedup": ragas_s / ours_s,
                      "max_abs_difference": max(abs(a.value - b) for a, b in zip(results, ours[name]))}
@@ -247,15 +247,15 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    from sluice import metrics as m
+    from sluice.core.evaluation.metrics import embeddings, text
 
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     report: dict[str, Any] = {"benchmark": "eval_metrics", "quick": args.quick, "machine": machine(),
                               "target_samples_per_s": TARGET_SAMPLES_PER_S}
-    report["model_load_s"], embedder = timed(m.Embedder)
+    report["model_load_s"], embedder = timed(embeddings.Embedder)
     warm_predictions, warm_references = synthetic_pairs(WARMUP_PAIRS, SEED - 3)
-    report["warmup_s"], _ = timed(lambda: m.score_without_llm(warm_predictions, warm_references,
-                                                              m.METRICS_WITHOUT_LLM, embedder=embedder))
+    report["warmup_s"], _ = timed(lambda: text.score_without_llm(warm_predictions, warm_references,
+                                                              text.METRICS_WITHOUT_LLM, embedder=embedder))
     report["runs"] = []
     for size in sizes:
         print(f"scoring {size:,} pairs ...", file=sys.stderr, flush=True)
@@ -268,10 +268,10 @@ def main() -> None:
     report["targets"] = {f"{key}@{r['samples']}": r[key]["samples_per_s"] >= TARGET_SAMPLES_PER_S
                          for r in report["runs"] for key in ("all_metrics", "lexical_metrics")}
     print_table(report)
-    text = json.dumps(report, indent=2)
+    document = json.dumps(report, indent=2)
     if args.json:
-        args.json.write_text(text)
-    print(text)
+        args.json.write_text(document)
+    print(document)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def ratio(a: float, b: float) -> float:
 def run_flow(source: Path, repository: str, work: Path) -> tuple[object, float]:
     """The real ingest flow on ``source``; its final state and wall seconds."""
     from flows.ingest import ingest
-    from sluice.config import ContractsConfig, DataConfig, LakeFSConfig, SluiceConfig
+    from sluice.core.config import ContractsConfig, DataConfig, LakeFSConfig, SluiceConfig
 
     config = SluiceConfig(
         lakefs=LakeFSConfig(repository=repository, storage_namespace=f"local://{repository}"),
@@ -258,7 +258,7 @@ def child(args: argparse.Namespace) -> None:
         os.environ.pop(key, None)
     from prefect import flow
 
-    from sluice.local_lakefs import EmbeddedLakeFS
+    from sluice.shell.local_lakefs import EmbeddedLakeFS
 
     @flow(name="bench-start-prefect")
     def start_prefect() -> int:

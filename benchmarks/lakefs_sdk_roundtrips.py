@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 import lakefs
 import urllib3
 
-from sluice.local_lakefs import EmbeddedLakeFS
+from sluice.shell.local_lakefs import EmbeddedLakeFS
 
 KEY, SECRET = "AKIABENCH", "bench-secret"
 MB = 1_000_000

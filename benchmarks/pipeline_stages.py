@@ -110,7 +110,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from sluice.config import load_config
+    from sluice.core.config import load_config
 
     overrides = ["training.max_steps=20"] if args.quick else []
     with tempfile.TemporaryDirectory(prefix="sluice-pipeline-bench-") as scratch, \

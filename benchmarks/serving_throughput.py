@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine, quiet_offline_environment  # noqa: E402
-from sluice.stack import free_port  # noqa: E402
+from sluice.shell.stack import free_port  # noqa: E402
 
 quiet_offline_environment()
 MODEL_NAME = "bench-model"
@@ -70,7 +70,7 @@ def say(text: str = "") -> None:
 
 
 def build_models(work: Path) -> dict[str, Path]:
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     corpus = sorted((ROOT / "demo" / "data").glob("*.jsonl"))
     return {version: Path(build_tiny_model(work / f"tiny-seed-{seed}", corpus, seed=seed).path)
@@ -124,7 +124,7 @@ def prompts(folder: Path, count: int = 32) -> list[str]:
     """Demo eval questions in the evaluation prompt, rendered with the model's chat template."""
     from transformers import AutoTokenizer
 
-    from sluice.config import EvaluationConfig
+    from sluice.core.config import EvaluationConfig
 
     settings = EvaluationConfig()
     tokenizer = AutoTokenizer.from_pretrained(folder)

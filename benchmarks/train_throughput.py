@@ -8,7 +8,7 @@ batch 8, max length 512, no packing, fp32 on CPU):
 (a) the flow: ``flows.train.train`` in this process (Prefect ephemeral API),
     which pins the data commit, opens an MLflow run (a fresh local store per
     round, so nothing is reused), launches ``accelerate launch -m
-    sluice.train_worker``, streams metrics and system metrics to MLflow,
+    sluice.core.training.worker``, streams metrics and system metrics to MLflow,
     saves and verifies the adapter and merged model, and logs them;
 (b) ``benchmarks/plain_trl_sft.py``: ``SFTTrainer.train()`` in a bare
     Python process — no Prefect, MLflow, lakeFS or launcher.
@@ -53,7 +53,7 @@ BATCH_SIZE, MAX_LENGTH, LEARNING_RATE = 8, 512, 2e-3
 
 def publish_demo_data(work: Path):  # type: ignore[no-untyped-def]
     from flows.demo import ingest_demo_data
-    from sluice.config import DataConfig, LakeFSConfig, SluiceConfig
+    from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
 
     lake = LakeFSConfig(repository="bench-train", storage_namespace="local://bench-train")
     results = ingest_demo_data(config=SluiceConfig(lakefs=lake, data=DataConfig(
@@ -79,7 +79,7 @@ def run_plain(model: Path, rows: Path, out: Path, steps: int) -> dict:
 
 def run_flow(lake, model: Path, work: Path, steps: int) -> dict:  # type: ignore[no-untyped-def]
     from flows.train import train
-    from sluice.config import DataConfig, SluiceConfig, TrackingConfig, TrainingConfig
+    from sluice.core.config import DataConfig, SluiceConfig, TrackingConfig, TrainingConfig
 
     config = SluiceConfig(lakefs=lake, data=DataConfig(work_dir=work / "data"),
                           training=TrainingConfig(base_model=str(model), max_steps=steps, batch_size=BATCH_SIZE,
@@ -109,7 +109,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="sluice-train-bench-") as scratch, \
             prefect_test_harness(server_startup_timeout=60):

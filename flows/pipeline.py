@@ -15,33 +15,17 @@ the version is found instead of registered again, and the champion stays.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
 
-from flows.evaluate import EvaluationReport, evaluate
-from flows.ingest import IngestResult, ingest
-from flows.promote import PromotionResult, promote
+from flows.evaluate import evaluate
+from flows.ingest import ingest
+from flows.promote import promote
 from flows.train import train
-from sluice.config import SluiceConfig
-from sluice.datasets import DatasetKind
-from tasks.finetune import DATA_KIND, TrainingResult, published_files
-from tasks.lakefs import require_commit_id
-
-
-class IngestRequest(BaseModel):
-    """One source to ingest before training."""
-
-    source: str = Field(description="File, folder, saved HF dataset or fsspec URL.")
-    kind: DatasetKind = Field(description="sft, eval or preference.")
-    source_name: str | None = Field(None, description="Name recorded as each row's source (default: the file).")
-
-
-class PipelineResult(BaseModel):
-    data_commit: str
-    ingested: list[IngestResult]
-    training: TrainingResult
-    evaluation: EvaluationReport
-    promotion: PromotionResult
+from sluice.core.config import SluiceConfig
+from sluice.core.lake.client import require_commit_id
+from sluice.core.pipeline import IngestRequest, PipelineResult, main_commit_after
+from sluice.core.training.job import DATA_KIND
+from tasks.lakefs import published_files
+from tasks.reports import report_pipeline, report_waiting_for_data
 
 
 @flow(name="pipeline", log_prints=True)
@@ -56,8 +40,7 @@ def pipeline(data_ref: str = "main", ingest_first: list[IngestRequest] = [],  # 
     promotion = promote(training=training, evaluation=evaluation, config=config)
     result = PipelineResult(data_commit=training.data_commit, ingested=ingested, training=training,
                             evaluation=evaluation, promotion=promotion)
-    create_markdown_artifact(markdown=pipeline_report(result, config), key="pipeline",
-                             description=promotion.decision.summary())
+    report_pipeline(result, config.lakefs.repository)
     return result
 
 
@@ -75,27 +58,6 @@ def pipeline_on_merge(commit_id: str, config: SluiceConfig = SluiceConfig()) -> 
         message = (f"not training on {commit_id[:12]}: no published {' or '.join(missing)} data there yet "
                    "(the next merge that completes the set starts the pipeline)")
         get_run_logger().info(message)
-        create_markdown_artifact(markdown=f"# Pipeline: waiting for data\n\n{message}\n", key="pipeline")
+        report_waiting_for_data(message)
         return None
     return pipeline(data_ref=commit_id, config=config)
-
-
-def main_commit_after(ingested: list[IngestResult]) -> str | None:
-    """main's commit once every ingest is done: the last one's."""
-    commits = [r.main_commit.commit_id for r in ingested if r.main_commit]
-    return commits[-1] if commits else None
-
-
-def pipeline_report(result: PipelineResult, config: SluiceConfig) -> str:
-    promotion, training, candidate = result.promotion, result.training, result.evaluation.candidate
-    lines = [f"# Pipeline: {promotion.decision.summary()}", "",
-             f"- data: `lakefs://{config.lakefs.repository}/{result.data_commit}/`",
-             *[f"- ingest {r.kind}: {r.decision} ({r.rows_published} rows)" for r in result.ingested],
-             f"- training: MLflow run `{training.run_id}`" + (" (reused)" if training.reused else "")
-             + f", {training.global_step} steps, loss {training.train_loss}",
-             f"- evaluation: run `{candidate.run_id}`, "
-             + ", ".join(f"{k} {v:.3f}" for k, v in sorted(candidate.metrics.items())),
-             f"- model: `{promotion.version.name}` version {promotion.version.version}"
-             + ("" if promotion.version.created else " (registered before)"),
-             *[f"- @{alias}: {old or '—'} → {new or '—'}" for alias, old, new in promotion.moves]]
-    return "\n".join(lines) + "\n"

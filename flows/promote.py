@@ -17,125 +17,49 @@ Also here: the ``rollback`` flow (@champion back to @previous).
 
 from __future__ import annotations
 
-import math
-
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
 
-from flows.evaluate import EvaluationReport
-from sluice.config import SluiceConfig
-from sluice.promotion import Decision, Evaluated, decide_promotion
-from tasks.evaluate import EvaluatedModel
-from tasks.finetune import TrainingResult, git_sha
-from tasks.registry import ModelVersionRef, promote_version, register_model_version, roll_back, tag_version
+from sluice.core import lineage
+from sluice.core.config import SluiceConfig
+from sluice.core.evaluation.results import EvaluationReport
+from sluice.core.promotion.aliases import AliasMove
+from sluice.core.promotion.gate import decide_on_report, decision_evidence
+from sluice.core.promotion.report import PromotionResult
+from sluice.core.training.results import TrainingResult
+from tasks import current_flow_run
+from tasks.registry import promote_version, register_model_version, resolve_tracking_target, roll_back, tag_version
+from tasks.reports import report_promotion, report_rollback
 from tasks.serving import reload_serving
-
-
-class PromotionResult(BaseModel):
-    version: ModelVersionRef
-    decision: Decision
-    moves: list[tuple[str, str | None, str | None]]  # (alias, from version, to version)
 
 
 @flow(name="promote", log_prints=True)
 def promote(training: TrainingResult, evaluation: EvaluationReport,
             config: SluiceConfig = SluiceConfig()) -> PromotionResult:  # noqa: B008
     """Register the candidate, decide, and move @champion only on a pass."""
-    version = register_model_version(config, training.run_id, lineage_tags(training, evaluation))
-    decision = decide(evaluation, version.version, config)
-    moves: list[tuple[str, str | None, str | None]] = []
+    target = resolve_tracking_target(config.tracking)
+    tags = lineage.model_version_tags(current_flow_run(), repository=evaluation.eval_data.repository,
+                                      data_commit=training.data_commit, training_run=training.run_id,
+                                      evaluation_run=evaluation.candidate.run_id, config_hash=training.config_hash,
+                                      training_key=training.key)
+    version = register_model_version(target, config.registry, training.run_id, tags, training.data_commit)
+    decision = decide_on_report(evaluation, version.version, config.promotion)
+    moves: list[AliasMove] = []
     if decision.promote:
-        moves = promote_version(config, version.version, evidence(decision, evaluation))
+        moves = promote_version(target, config.registry, version.version, decision_evidence(decision, evaluation))
         if moves:
             reload_serving(version.version)
-    tag_version(config, version.version, {"sluice.decision": decision_tag(decision),
-                                          "sluice.decision_reasons": "\n".join(decision.reasons)})
+    tag_version(target, config.registry, version.version,
+                {lineage.DECISION: decision.tag, lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     get_run_logger().info("version %s: %s", version.version, decision.summary())
-    create_markdown_artifact(markdown=promotion_report(version, decision, evaluation, moves, config),
-                             key="promotion", description=decision.summary())
-    return PromotionResult(version=version, decision=decision, moves=moves)
+    result = PromotionResult(version=version, decision=decision, moves=moves)
+    report_promotion(result, evaluation, config.evaluation.confidence)
+    return result
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(reason: str = "manual rollback", config: SluiceConfig = SluiceConfig()) -> list[tuple[str, str | None, str | None]]:  # noqa: B008,E501
+def rollback(reason: str = "manual rollback", config: SluiceConfig = SluiceConfig()) -> list[AliasMove]:  # noqa: B008
     """Move @champion back to @previous, recorded in the ledger."""
-    moves = roll_back(config, reason)
-    reload_serving(next((new for alias, _, new in moves if alias == "champion"), None))
-    lines = [f"# Rollback of `{config.registry.model_name}`", "", f"reason: {reason}", ""]
-    lines += [f"- @{alias}: {old or '—'} → {new or '—'}" for alias, old, new in moves]
-    create_markdown_artifact(markdown="\n".join(lines) + "\n", key="rollback", description=reason)
+    moves = roll_back(resolve_tracking_target(config.tracking), config.registry, reason)
+    reload_serving(next((move.to_version for move in moves if move.alias == "champion"), None))
+    report_rollback(config.registry.model_name, reason, moves)
     return moves
-
-
-# ------------------------------------------------------------------ helpers (plain functions)
-
-
-def _evaluated(model: EvaluatedModel | None, label: str, version: str | None = None) -> Evaluated | None:
-    return Evaluated(label=label, metrics=model.metrics, version=version or model.version) if model else None
-
-
-def decide(evaluation: EvaluationReport, candidate_version: str, config: SluiceConfig) -> Decision:
-    champion = _evaluated(evaluation.champion, f"version {evaluation.champion.version}"
-                          if evaluation.champion else "champion")
-    return decide_promotion(
-        _evaluated(evaluation.candidate, f"version {candidate_version}", candidate_version),  # type: ignore[arg-type]
-        champion, config.promotion,
-        champion_comparisons=evaluation.comparisons if evaluation.champion else None,
-        base_model=_evaluated(evaluation.base_model, "base model"),
-        base_comparisons=evaluation.comparisons if evaluation.base_model else None,
-    )
-
-
-def decision_tag(decision: Decision) -> str:
-    if decision.mode == "dry-run":
-        return f"dry-run-{decision.outcome}"
-    return "promoted" if decision.outcome == "promote" else "rejected"
-
-
-def lineage_tags(training: TrainingResult, evaluation: EvaluationReport) -> dict[str, str]:
-    from prefect.runtime import flow_run
-
-    return {"lakefs.commit": training.data_commit, "lakefs.eval_commit": evaluation.eval_data.commit_id,
-            "lakefs.repository": evaluation.eval_data.repository, "mlflow.training_run": training.run_id,
-            "mlflow.evaluation_run": evaluation.candidate.run_id, "prefect.flow_run_id": str(flow_run.get_id()),
-            "sluice.config_hash": training.config_hash, "sluice.training_key": training.key,
-            "git.sha": git_sha()}
-
-
-def evidence(decision: Decision, evaluation: EvaluationReport) -> dict:
-    return {"decision": decision.model_dump(mode="json"), "eval_commit": evaluation.eval_data.commit_id,
-            "candidate": evaluation.candidate.model_dump(mode="json"),
-            "champion": evaluation.champion.model_dump(mode="json") if evaluation.champion else None,
-            "comparisons": {k: v.model_dump(mode="json") for k, v in evaluation.comparisons.items()}}
-
-
-def _number(value: float | None) -> str:
-    return "not measured" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def promotion_report(version: ModelVersionRef, decision: Decision, evaluation: EvaluationReport,
-                     moves: list[tuple[str, str | None, str | None]], config: SluiceConfig) -> str:
-    reference = evaluation.champion or evaluation.base_model
-    reference_label = (f"champion (version {evaluation.champion.version})" if evaluation.champion
-                       else "base model (no champion yet)")
-    verdict = {"promote": "PROMOTED" if decision.promote else "would be promoted (dry-run)",
-               "reject": "REJECTED"}[decision.outcome]
-    lines = [f"# {config.registry.model_name} version {version.version}: {verdict}", "",
-             f"- eval data: `lakefs://{evaluation.eval_data.repository}/{evaluation.eval_data.commit_id}/` "
-             f"({evaluation.candidate.samples} samples)",
-             f"- candidate evaluation run `{evaluation.candidate.run_id}`"
-             + (f"; {reference_label} evaluation run `{reference.run_id}`" if reference else ""), "",
-             f"| metric | candidate | {reference_label} | difference ({config.evaluation.confidence:.0%} CI) |",
-             "|---|---|---|---|"]
-    for metric, value in sorted(evaluation.candidate.metrics.items()):
-        comparison = evaluation.comparisons.get(metric)
-        ci = (f"{comparison.mean_difference:+.3f} [{comparison.low:+.3f}, {comparison.high:+.3f}]"
-              if comparison and not math.isnan(comparison.mean_difference) else "—")
-        lines.append(f"| {metric} | {_number(value)} | "
-                     f"{_number(reference.metrics.get(metric)) if reference else '—'} | {ci} |")
-    lines += ["", f"**Decision:** {decision.summary()}", ""]
-    lines += [f"- {reason}" for reason in decision.reasons]
-    if moves:
-        lines += ["", "Alias moves:"] + [f"- @{alias}: {old or '—'} → {new}" for alias, old, new in moves]
-    return "\n".join(lines) + "\n"

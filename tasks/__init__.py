@@ -1,3 +1,15 @@
-"""Prefect tasks, one module per concern or external system. Each task is
-short, returns a small typed record, and declares retries only when its call
-is idempotent."""
+"""Prefect tasks: thin wrappers over the core (``sluice.core``) that add what
+orchestration needs and nothing else: retries on idempotent I/O, caching,
+logging to the run, and the flow run's identity for lineage. Each task is
+short and returns a small typed record."""
+
+from __future__ import annotations
+
+from sluice.core.lineage import FlowRun
+
+
+def current_flow_run() -> FlowRun:
+    """The flow run this code runs in (``local`` outside one), for lineage tags and commit metadata."""
+    from prefect.runtime import flow_run
+
+    return FlowRun(id=str(flow_run.get_id() or "local"), name=str(flow_run.get_name() or ""))

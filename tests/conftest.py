@@ -20,7 +20,7 @@ for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
              "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "SLUICE_ENV", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_key, None)
 
-from sluice.local_lakefs import EmbeddedLakeFS, LakeFSEndpoint  # noqa: E402
+from sluice.shell.local_lakefs import EmbeddedLakeFS, LakeFSEndpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BRIDGE_TOKEN = "bridge-token-for-tests"  # what lakeFS sends the event bridge
@@ -61,7 +61,7 @@ def latest_artifact(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     build_tiny_model(out, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=0)

@@ -15,7 +15,7 @@ ingest would, so nothing in this file needs cleaning again.
 
 :func:`preference_pairs` turns unexported feedback into rows of the canonical
 ``preference`` kind (``prompt``, ``chosen``, ``rejected``, see
-:mod:`sluice.datasets`): a preferred answer is *chosen* over the served one,
+:mod:`sluice.core.data.kinds`): a preferred answer is *chosen* over the served one,
 and of two answers to the same prompt with different ratings the better one is
 *chosen* over the worse. After the rows are committed, :func:`mark_exported`
 records the commit so the same feedback is never exported twice.

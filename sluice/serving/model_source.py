@@ -1,9 +1,10 @@
 """Where the served model comes from: ``models:/<name>@<alias>`` in the MLflow
 registry, downloaded into ``<state_dir>/models/<version>``, and watched.
 
-Plain functions on an explicit tracking URI (``MlflowClient(uri)``, never the
-process-wide ``mlflow.set_tracking_uri``), so they need no Prefect run and
-can live beside other MLflow users in one process.
+The registry is read through the same client the registry tasks use
+(:class:`~sluice.core.registry.client.ModelRegistry`, on an explicit tracking
+URI), so serving needs no Prefect run and can live beside other MLflow users
+in one process.
 
 The :class:`AliasWatcher` checks the alias every ``watch_seconds`` (and at
 once on :meth:`AliasWatcher.check_now`, behind ``POST /admin/reload``). A new
@@ -16,70 +17,16 @@ timer until the alias moves again (``check_now`` retries it).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sluice.core.registry.client import ModelRegistry
 from sluice.serving.engine import Engine, load_model
-from sluice.tracking import quiet_mlflow
 
 log = logging.getLogger("sluice.serving")
-COMPLETE = ".sluice-complete"  # written last: a folder without it is an interrupted download
-KEEP_VERSIONS = 2  # the served version and the one before it (a rollback needs no download)
-
-
-def _client(tracking_uri: str):  # type: ignore[no-untyped-def]
-    quiet_mlflow()
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-def resolve_alias(tracking_uri: str, model_name: str, alias: str) -> str | None:
-    """The version ``alias`` points at; None when the model or the alias does not exist (and only then)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(_client(tracking_uri).get_model_version_by_alias(model_name, alias).version)
-    except MlflowException as error:
-        # no such model: RESOURCE_DOES_NOT_EXIST; no such alias: INVALID_PARAMETER_VALUE "... alias X not found"
-        message = str(error).lower()
-        if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or ("alias" in message and
-                                                                           "not found" in message):
-            return None
-        raise
-
-
-def download_version(tracking_uri: str, model_name: str, version: str, models_dir: Path) -> Path:
-    """The version's files in ``models_dir/<version>`` (downloaded once; an interrupted
-    download is started again). Raises ValueError when they are not a Hugging Face model folder."""
-    target = models_dir / version
-    if (target / COMPLETE).is_file():
-        return target
-    quiet_mlflow()
-    import mlflow
-
-    models_dir.mkdir(parents=True, exist_ok=True)
-    # the client's own registry: a models:/ URI would go to the process-wide registry URI
-    source = _client(tracking_uri).get_model_version_download_uri(model_name, version)
-    staging = models_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging),
-                                                         tracking_uri=tracking_uri))
-        if not (local / "config.json").is_file():
-            raise ValueError(f"{model_name} version {version} ({source}) is not a Hugging Face model folder: "
-                             "no config.json at its root")
-        (local / COMPLETE).write_text(f"{model_name} {version} {source}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(local, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def prune_versions(models_dir: Path, keep: set[str]) -> None:
@@ -103,9 +50,8 @@ class WatchStatus:
 class AliasWatcher:
     """Keeps the engine on ``models:/<model_name>@<alias>``."""
 
-    def __init__(self, *, engine: Engine, tracking_uri: str, model_name: str, alias: str, models_dir: Path,
-                 interval: float):
-        self.engine, self.tracking_uri, self.model_name, self.alias = engine, tracking_uri, model_name, alias
+    def __init__(self, *, engine: Engine, registry: ModelRegistry, alias: str, models_dir: Path, interval: float):
+        self.engine, self.registry, self.alias = engine, registry, alias
         self.models_dir, self.interval = models_dir, interval
         self.status = WatchStatus()
         self._check_lock = threading.Lock()
@@ -114,7 +60,7 @@ class AliasWatcher:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.model_name}@{self.alias}"
+        return self.registry.uri(self.alias)
 
     def check_now(self, *, retry_failed: bool = True, install_timeout: float | None = None) -> str | None:
         """Look at the alias; if it names another version, download, load and install it. Returns the
@@ -122,7 +68,7 @@ class AliasWatcher:
         new version cannot be served (the old one keeps serving)."""
         with self._check_lock:
             try:
-                version = resolve_alias(self.tracking_uri, self.model_name, self.alias)
+                version = self.registry.alias_version(self.alias)
             except Exception as error:
                 self.status.last_error = f"cannot read {self.uri} from the registry: {error}"
                 raise
@@ -138,11 +84,11 @@ class AliasWatcher:
             self.status.loading = version
             started = time.perf_counter()
             try:
-                path = download_version(self.tracking_uri, self.model_name, version, self.models_dir)
+                path = self.registry.download(version, self.models_dir)
                 model = load_model(version, path)
                 self.engine.install(model, timeout=install_timeout)
             except Exception as error:
-                why = f"cannot serve {self.model_name} version {version}: {type(error).__name__}: {error}"
+                why = f"cannot serve {self.registry.model_name} version {version}: {type(error).__name__}: {error}"
                 self.status.failed[version] = why
                 self.status.last_error = why
                 log.error("%s; still serving %s", why, served or "nothing")

@@ -14,7 +14,7 @@ process, as in the tests, never share or clash), rendered at ``GET /metrics``:
 
 The request log is one JSON line per generation request in
 ``<state_dir>/requests.jsonl``; prompt and completion text are PII-redacted
-with :func:`sluice.cleaning.redact_pii` before they are written.
+with :func:`sluice.core.data.cleaning.pii.redact_pii` before they are written.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def redact_texts(texts: list[str], patterns: Mapping[str, str] | None = None) ->
     """The texts with e-mail addresses, phone and card numbers, IPs (and ``patterns``) replaced by tags."""
     if not texts:
         return []
-    from sluice.cleaning import redact_pii
+    from sluice.core.data.cleaning.pii import redact_pii
 
     return [value if value is not None else "" for value in redact_pii(texts, patterns).values.to_pylist()]
 

@@ -56,7 +56,7 @@ def stack(tmp_path, tiny_model):  # type: ignore[no-untyped-def]
                               text=True, timeout=120, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
         if up.returncode == 0:  # down stopped exactly what up recorded, and all of it is gone
-            from sluice.stack import process_alive
+            from sluice.shell.stack import process_alive
 
             stopped = yaml.safe_load((state_dir / "stack.stopped.json").read_text())["services"]
             assert {s["name"] for s in stopped} == {"lakefs", "mlflow", "prefect-server", "worker", "bridge",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flows.demo import ingest_demo_data
-from sluice.config import DataConfig, LakeFSConfig, SluiceConfig
+from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
 from tests.conftest import REPO_ROOT, unique_name
 
 

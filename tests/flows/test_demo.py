@@ -11,7 +11,7 @@ import lakefs
 import pytest
 
 from flows.demo import ingest_demo_data
-from sluice.config import DataConfig, LakeFSConfig, SluiceConfig
+from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
 from tests.conftest import REPO_ROOT, unique_name
 
 

@@ -13,8 +13,8 @@ import httpx
 import lakefs
 import pytest
 
-from sluice.config import BridgeConfig
-from sluice.event_bridge import (
+from sluice.core.config import BridgeConfig
+from sluice.shell.event_bridge import (
     TOKEN_HEADER,
     Bridge,
     EmittedLedger,

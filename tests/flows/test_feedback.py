@@ -9,10 +9,10 @@ import pytest
 
 from flows.feedback import export_feedback
 from flows.train import train
-from sluice.config import DataConfig, ServingConfig, SluiceConfig, TrackingConfig, TrainingConfig
+from sluice.core.config import DataConfig, ServingConfig, SluiceConfig, TrackingConfig, TrainingConfig
 from sluice.serving.feedback import FeedbackStore, preference_pairs
-from tasks.finetune import published_files
-from tasks.lakefs import download_dataset
+from sluice.core.lake.operations import download_dataset
+from sluice.core.lake.published import published_files
 
 
 def _store_with_feedback(path, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -47,7 +47,7 @@ def test_feedback_becomes_preference_data_on_main_once_and_dpo_trains_on_it(publ
 
     paths = [p for p in published_files(lake.repository, commit, "preference", "datasets")
              if "serving-feedback" in p or p == exported.ingest.clean_path]
-    local = download_dataset.fn(lake.repository, commit, exported.ingest.clean_path, tmp_path / "cache").local_path
+    local = download_dataset(lake.repository, commit, exported.ingest.clean_path, tmp_path / "cache").local_path
     rows = pq.read_table(local).to_pylist()
     assert paths and len(rows) == 12
     assert {r["chosen"] for r in rows} == {f"The east lock of canal {i} opens first, at 05:10." for i in range(12)}

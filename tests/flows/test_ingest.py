@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.ingest import IngestRejected, ingest
-from sluice.config import DataConfig, LakeFSConfig, SluiceConfig
+from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
 from tests.conftest import latest_artifact, unique_name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
@@ -342,7 +342,7 @@ def test_an_unreachable_lakefs_is_retried_then_reported(tmp_path, monkeypatch):
 def test_sluice_ingest_reports_rejection_with_exit_code_1(tmp_path, lakefs_client):
     from typer.testing import CliRunner
 
-    from sluice.cli import app
+    from sluice.shell.cli import app
 
     name = unique_name("cli")
     source = _jsonl(tmp_path / "bad.jsonl", [{"prompt": i, "response": "x", "source": "demo"} for i in range(12)])
@@ -361,7 +361,7 @@ def test_sluice_ingest_reports_rejection_with_exit_code_1(tmp_path, lakefs_clien
 def test_sluice_ingest_refuses_an_unknown_kind():
     from typer.testing import CliRunner
 
-    from sluice.cli import app
+    from sluice.shell.cli import app
 
     result = CliRunner().invoke(app, ["ingest", "demo/data/sft.jsonl", "--kind", "chat"])
     assert result.exit_code == 2

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from prefect import flow, get_client
 
+from sluice.core.lake.client import LakeFSError, LakeFSUnavailable
+from sluice.core.lake.operations import read_dataframe
 from tasks.lakefs import (
-    LakeFSError,
-    LakeFSUnavailable,
     commit_branch,
     create_branch,
     delete_branch,
@@ -20,7 +20,6 @@ from tasks.lakefs import (
     download_dataset,
     ensure_repository,
     merge_branch,
-    read_dataframe,
     resolve_commit,
     tag_commit,
     uncommitted_changes,

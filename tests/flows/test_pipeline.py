@@ -18,7 +18,7 @@ from prefect import flow
 
 from flows.pipeline import pipeline
 from flows.promote import rollback
-from sluice.config import (
+from sluice.core.config import (
     DataConfig,
     EvaluationConfig,
     PromotionConfig,
@@ -27,8 +27,11 @@ from sluice.config import (
     TrackingConfig,
     TrainingConfig,
 )
-from sluice.promotion import RollbackError
-from tasks.registry import ledger, register_model_version, served_at
+from sluice.core.promotion.aliases import RollbackError
+from sluice.core.registry.client import ModelRegistry
+from sluice.core.registry.ledger import LedgerEntry, read_ledger, served_at
+from sluice.core.registry.tracking import tracking_target
+from tasks.registry import register_model_version
 from tests.conftest import latest_artifact, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "lake_environment")]
@@ -55,6 +58,10 @@ def _client(config: SluiceConfig) -> MlflowClient:
     return MlflowClient(f"sqlite:///{config.tracking.embedded_dir / 'mlflow.db'}")
 
 
+def ledger(config: SluiceConfig) -> list[LedgerEntry]:
+    return read_ledger(ModelRegistry(tracking_target(config.tracking), config.registry.model_name))
+
+
 def _champion(config: SluiceConfig) -> str:
     return str(_client(config).get_model_version_by_alias(config.registry.model_name, "champion").version)
 
@@ -70,7 +77,7 @@ def test_a_model_name_from_first_champion_to_rollback(published, tiny_model, tmp
     first = pipeline(config=config)
     evaluation, promotion = first.evaluation, first.promotion
     assert first.data_commit == main_commit
-    assert evaluation.eval_data.commit_id == main_commit  # eval set at the training data's commit
+    assert evaluation.eval_data.data_commit == main_commit  # eval set at the training data's commit
     assert evaluation.champion is None and evaluation.base_model is not None
     assert evaluation.candidate.metrics["rougeL"] > evaluation.base_model.metrics["rougeL"] + 0.2
     assert evaluation.comparisons["rougeL"].low > 0
@@ -79,10 +86,11 @@ def test_a_model_name_from_first_champion_to_rollback(published, tiny_model, tmp
     assert _champion(config) == "1"
     version = client.get_model_version(name, "1")
     assert version.run_id == first.training.run_id
-    assert version.tags["lakefs.commit"] == main_commit and version.tags["lakefs.eval_commit"] == main_commit
-    assert version.tags["mlflow.training_run"] == first.training.run_id
+    assert version.tags["lakefs.commit"] == main_commit and version.tags["lakefs.repository"] == lake.repository
+    assert version.tags["sluice.training_run"] == first.training.run_id
+    assert version.tags["sluice.evaluation_run"] == evaluation.candidate.run_id
     assert version.tags["sluice.decision"] == "promoted" and version.tags["prefect.flow_run_id"]
-    assert len(version.tags["git.sha"]) == 40 and version.tags["sluice.config_hash"]
+    assert len(version.tags["mlflow.source.git.commit"]) == 40 and version.tags["sluice.config_hash"]
     eval_run = client.get_run(evaluation.candidate.run_id)
     assert eval_run.data.tags["lakefs.commit"] == main_commit
     assert {"rouge1", "rouge2", "rougeL", "bleu", "string_similarity", "exact_match",
@@ -140,7 +148,8 @@ def test_a_model_name_from_first_champion_to_rollback(published, tiny_model, tmp
 
 @flow
 def register_only(config: SluiceConfig, run_id: str, data_commit: str) -> None:
-    register_model_version(config, run_id, {"lakefs.commit": data_commit})
+    register_model_version(tracking_target(config.tracking), config.registry, run_id, {"lakefs.commit": data_commit},
+                           data_commit)
 
 
 def test_an_interrupted_promotion_is_repaired_and_a_dry_run_moves_nothing(published, tiny_model, tmp_path):

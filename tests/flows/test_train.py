@@ -18,9 +18,10 @@ from mlflow import MlflowClient
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.train import train
-from sluice.config import DataConfig, SluiceConfig, TrackingConfig, TrainingConfig
-from sluice.training import last_complete_checkpoint
-from tasks.finetune import TrainingError
+from sluice.core.config import DataConfig, SluiceConfig, TrackingConfig, TrainingConfig
+from sluice.core.training.job import last_complete_checkpoint
+from sluice.core.lake.published import PublishedDataMissing
+from sluice.core.training.results import TrainingError
 from tests.conftest import latest_artifact, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "lake_environment")]
@@ -108,7 +109,7 @@ def test_sft_lora_training_is_tracked_with_its_lakefs_lineage(published, tiny_mo
     manifest = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=result.run_id, artifact_path="data/manifest.json", tracking_uri=_uri(config)
     )).read_text())
-    assert manifest["commit_id"] == main_commit and manifest["rows"] == 600
+    assert manifest["data_commit"] == main_commit and manifest["rows"] == 600
 
     # the merged model reloads and generates exactly what base + adapter generates
     from peft import PeftModel
@@ -130,7 +131,7 @@ def test_sft_lora_training_is_tracked_with_its_lakefs_lineage(published, tiny_mo
 
 
 def _flat_training_keys(config: SluiceConfig) -> set[str]:
-    from sluice.tracking import flatten
+    from sluice.core.registry.tracking import flatten
 
     return set(flatten(config.training))
 
@@ -168,7 +169,7 @@ def _kill_training_after_checkpoint(run_root: Path, step: int, killed: list[int]
             checkpoint = last_complete_checkpoint(run_dir)
             if checkpoint and int(checkpoint.name.split("-")[1]) >= step:
                 for child in psutil.Process().children(recursive=True):
-                    if "sluice.train_worker" in " ".join(child.cmdline()):
+                    if "sluice.core.training.worker" in " ".join(child.cmdline()):
                         child.kill()
                         killed.append(child.pid)
                 return
@@ -242,7 +243,7 @@ def test_a_ref_without_published_data_is_a_clear_error(published, tiny_model, tm
     for obj in list(empty.objects(prefix="datasets/sft/clean/")):
         empty.object(obj.path).delete()
     empty.commit(message="drop sft data")
-    with pytest.raises(TrainingError, match="no published sft data"):
+    with pytest.raises(PublishedDataMissing, match="no published sft data"):
         train(data_ref=empty.id, config=_config(published, tiny_model, tmp_path))
 
 
@@ -257,7 +258,7 @@ def mlflow_server(tmp_path):  # type: ignore[no-untyped-def]
     import sys
     import urllib.request
 
-    from sluice.stack import free_port
+    from sluice.shell.stack import free_port
 
     port = free_port()
     server = subprocess.Popen(

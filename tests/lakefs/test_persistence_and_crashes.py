@@ -15,7 +15,7 @@ import lakefs
 import pytest
 import yaml
 
-from sluice.local_lakefs import EmbeddedLakeFS
+from sluice.shell.local_lakefs import EmbeddedLakeFS
 from tests.conftest import TEST_KEY
 from tests.lakefs.webhook_listener import WebhookListener
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.config import RegistryConfig, ServingConfig, SluiceConfig, TrackingConfig
+from sluice.core.config import RegistryConfig, ServingConfig, SluiceConfig, TrackingConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-serving-key"
@@ -21,7 +21,7 @@ def build_model(out_dir: Path, seed: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     build_tiny_model(out_dir, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=seed)
     model = AutoModelForCausalLM.from_pretrained(out_dir)
@@ -74,7 +74,7 @@ class Registry:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[int, Path]) -> Registry:
-    from sluice.tracking import ensure_experiment, tracking_target
+    from sluice.core.registry.tracking import ensure_experiment, tracking_target
 
     store_dir = tmp_path_factory.mktemp("serving-mlflow")
     target = tracking_target(TrackingConfig(embedded_dir=store_dir))

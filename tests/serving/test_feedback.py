@@ -78,7 +78,7 @@ def test_feedback_survives_a_restart_and_becomes_preference_rows(registry: Regis
     assert by_prompt["The keeper of Yewbrook"]["rejected"] == longer_text
 
     # the rows read as the canonical preference kind, with no schema errors
-    from sluice.datasets import discover, read_source_file
+    from sluice.core.data.readers import discover, read_source_file
 
     exported = tmp_path / "feedback.jsonl"
     exported.write_text("".join(json.dumps({k: v for k, v in p.items() if k != "feedback_ids"}) + "\n"

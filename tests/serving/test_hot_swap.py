@@ -130,8 +130,8 @@ def test_hot_swap_under_load_fails_nothing_and_switches_the_version(registry: Re
 
 
 def test_a_version_that_cannot_load_leaves_the_old_one_serving(registry: Registry, tmp_path: Path) -> None:
-    from sluice.config import TrackingConfig
-    from sluice.tracking import ensure_experiment, tracking_target
+    from sluice.core.config import TrackingConfig
+    from sluice.core.registry.tracking import ensure_experiment, tracking_target
 
     registry.register("broken-model", [1], champion=1)
     client = registry.client()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from sluice.cli import app
-from sluice.demo_data import build_demo_data, write_demo_data
+from sluice.shell.cli import app
+from sluice.core.data.demo_data import build_demo_data, write_demo_data
 from tests.conftest import REPO_ROOT
 
 HEAVY = ["torch", "transformers", "prefect", "lakefs", "mlflow", "pandas", "great_expectations", "ragas",
@@ -23,7 +23,7 @@ def test_help_imports_nothing_heavy():
     """`sluice --help` must answer at once: no heavy library may load for it."""
     probe = (
         "import sys, io, contextlib\n"
-        "from sluice.cli import app\n"
+        "from sluice.shell.cli import app\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    app(['--help'])\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
@@ -72,7 +72,7 @@ def test_lakefs_serve_requires_credentials(monkeypatch, tmp_path):
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path):
-    from sluice.local_lakefs import EmbeddedLakeFS, EmbeddedLakeFSError
+    from sluice.shell.local_lakefs import EmbeddedLakeFS, EmbeddedLakeFSError
 
     first = EmbeddedLakeFS(tmp_path, port=0, credentials=("AKIAONE", "secret"))
     first.start()
@@ -90,7 +90,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path):
 def test_a_busy_port_is_a_clear_error(tmp_path):
     import socket
 
-    from sluice.local_lakefs import EmbeddedLakeFS, EmbeddedLakeFSError
+    from sluice.shell.local_lakefs import EmbeddedLakeFS, EmbeddedLakeFSError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -112,7 +112,7 @@ def test_bundled_demo_data_is_exactly_what_the_generator_writes(tmp_path):
 
 
 def test_demo_eval_questions_never_overlap_training():
-    from sluice.demo_data import _LAST, _SYLLABLES_B
+    from sluice.core.data.demo_data import _LAST, _SYLLABLES_B
 
     town = re.compile(r"\b[A-Z][a-z]+(?:" + "|".join(_SYLLABLES_B) + r")\b")
     data = build_demo_data()
@@ -138,7 +138,7 @@ def test_lakefs_serve_falls_back_to_the_data_dirs_credentials(tmp_path, monkeypa
     again needs no variables."""
     import lakefs
 
-    from sluice.local_lakefs import load_or_create_credentials
+    from sluice.shell.local_lakefs import load_or_create_credentials
 
     for key in ("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(key, raising=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.config import ConfigError, Environment, SluiceConfig, env_file_for, load_config, parse_override
+from sluice.core.config import ConfigError, Environment, SluiceConfig, env_file_for, load_config, parse_override
 
 
 def _yaml(tmp_path: Path, name: str, text: str) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sluice.contracts import (
+from sluice.core.data.contracts import (
     Contract,
     ContractError,
     compile_checks,
@@ -19,7 +19,7 @@ from sluice.contracts import (
     load_contract,
     role_order_regex,
 )
-from sluice.datasets import CANONICAL, KINDS
+from sluice.core.data.kinds import CANONICAL, KINDS
 from tests.conftest import REPO_ROOT
 
 CONTRACTS = REPO_ROOT / "data_contracts"

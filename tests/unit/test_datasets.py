@@ -16,16 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice import datasets
-from sluice.datasets import (
-    CANONICAL,
-    MAX_REPORTED_PROBLEMS,
-    InputError,
-    SourceFile,
-    discover,
-    read_source_file,
-    rows_to_table,
-)
+from sluice.core.data import readers
+from sluice.core.data.kinds import CANONICAL, rows_to_table
+from sluice.core.data.readers import MAX_REPORTED_PROBLEMS, InputError, SourceFile, discover, read_source_file
 
 CHAT = [{"role": "user", "content": "Where is the lock?"}, {"role": "assistant", "content": "Down the river."}]
 
@@ -42,7 +35,7 @@ def _jsonl(path: Path, rows: list, *, blank_after: tuple[int, ...] = ()) -> Path
 
 def _read(path: Path, kind: str, fmt: str | None = None, *, default_source: str = "ingest",
           chunk_rows: int = 1000) -> list[dict]:
-    source = SourceFile(str(path), fmt or datasets.FORMATS[path.suffix.lower()])
+    source = SourceFile(str(path), fmt or readers.FORMATS[path.suffix.lower()])
     tables = list(read_source_file(source, kind, default_source, chunk_rows))
     for table in tables:
         assert table.schema == CANONICAL[kind]
@@ -271,7 +264,7 @@ def _reference_parse(path: Path) -> list[tuple[dict, int]]:
 
 
 def test_many_small_blocks_keep_every_row_and_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 200)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 200)
     rng = random.Random(7)
     lines = []
     for i in range(150):
@@ -297,7 +290,7 @@ def test_many_small_blocks_keep_every_row_and_line(tmp_path, monkeypatch):
 
 
 def test_a_line_longer_than_a_block(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 64)
     rows = [{"prompt": "short", "response": "a"}, {"prompt": "long", "response": "z" * 5000},
             {"prompt": "after", "response": "b"}]
     got = _read(_jsonl(tmp_path / "long.jsonl", rows), "sft")
@@ -371,8 +364,8 @@ def test_fast_path_matches_exact_path_on_unusual_rows(tmp_path, kind, rows):
 def test_the_fast_path_is_really_taken(tmp_path, monkeypatch):
     """Guard for the comparison above: a plain block must not go row by row."""
     calls = []
-    original = datasets._jsonl_exact
-    monkeypatch.setattr(datasets, "_jsonl_exact", lambda *a: calls.append(1) or original(*a))
+    original = readers._jsonl_exact
+    monkeypatch.setattr(readers, "_jsonl_exact", lambda *a: calls.append(1) or original(*a))
     _read(_jsonl(tmp_path / "plain.jsonl", [{"prompt": "a", "response": "b"}, {"messages": CHAT}]), "sft")
     assert calls == []
     _read(_jsonl(tmp_path / "odd.jsonl", [{"prompt": 1, "response": "b"}]), "sft")
@@ -431,7 +424,7 @@ def test_malformed_json_names_file_and_line(tmp_path):
 
 
 def test_malformed_json_in_a_later_block(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 200)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 200)
     lines = [json.dumps({"prompt": f"question {i}", "response": f"answer {i}"}) for i in range(30)]
     size = 0
     for index, line in enumerate(lines):  # noqa: B007 (index is used after the loop)
@@ -441,7 +434,7 @@ def test_malformed_json_in_a_later_block(tmp_path, monkeypatch):
     lines[index] = lines[index][:-5]
     path = tmp_path / "late.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    blocks = list(datasets._read_blocks(path.open("rb")))
+    blocks = list(readers._read_blocks(path.open("rb")))
     assert len(blocks) > 3
     assert sum(b.count(b"\n") for b in blocks[:2]) < index + 1  # the bad line is in the third block or later
     with pytest.raises(InputError) as err:
@@ -459,7 +452,7 @@ def test_invalid_utf8_names_the_line(tmp_path, monkeypatch):
         _read(path, "sft")
     assert _problem_lines(err.value) == [6]
     assert "UTF-8" in str(err.value)
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 64)  # and when the bad line is in a later block
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 64)  # and when the bad line is in a later block
     with pytest.raises(InputError) as err:
         _read(path, "sft")
     assert _problem_lines(err.value) == [6]

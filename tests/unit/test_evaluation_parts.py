@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from sluice.config import EvaluationConfig, PromotionConfig
-from tasks.evaluate import eval_prompts
-from tasks.registry import LedgerEntry, served_at
+from sluice.core.config import EvaluationConfig, PromotionConfig
+from sluice.core.evaluation.generation import eval_prompts
+from sluice.core.registry.ledger import LedgerEntry, served_at
 
 
 def test_eval_prompts_place_the_contexts_by_the_template():
@@ -50,9 +50,9 @@ def test_the_ledger_says_which_version_served_when():
 
 
 def test_the_pipeline_trains_on_main_after_the_last_ingest():
-    from flows.ingest import IngestResult
-    from flows.pipeline import main_commit_after
-    from tasks.lakefs import CommitRef
+    from sluice.core.data.batch import IngestResult
+    from sluice.core.lake.records import CommitRef
+    from sluice.core.pipeline import main_commit_after
 
     def result(commit: str | None) -> IngestResult:
         return IngestResult.model_construct(main_commit=CommitRef.model_construct(commit_id=commit) if commit

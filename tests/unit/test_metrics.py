@@ -1,4 +1,4 @@
-"""sluice.metrics against the real libraries: every bulk score is compared with
+"""sluice.core.evaluation.metrics against the real libraries: every bulk score is compared with
 RAGAS's own metric class, and the judge path talks HTTP to a small
 OpenAI-compatible server running in this process."""
 
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sluice import metrics as m
+from sluice.core.evaluation.metrics import bootstrap, embeddings, ragas_import, text
+from sluice.core.evaluation.metrics import judge as judge_metrics
 
 SENTENCE = "The sluice at Ashbrook closes at 19:45 every evening."
 # instructor 1.3 compares modes against its own deprecated Mode.FUNCTIONS on every call
@@ -27,13 +28,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:FUNCTIONS is deprecated:Deprecat
 
 
 @pytest.fixture(scope="module")
-def embedder() -> m.Embedder:
-    return m.Embedder()
+def embedder() -> embeddings.Embedder:
+    return embeddings.Embedder()
 
 
 @pytest.fixture(scope="module")
 def ragas() -> types.ModuleType:
-    return m.import_ragas()
+    return ragas_import.import_ragas()
 
 
 def ragas_values(metric, references: list[str], responses: list[str]) -> list[float]:  # type: ignore[no-untyped-def]
@@ -65,7 +66,7 @@ def test_ragas_imports_with_the_stand_in_because_the_real_module_is_gone(ragas: 
 
     assert ragas.__version__.startswith("0.4")
     assert not (Path(langchain_community.chat_models.__file__).parent / "vertexai.py").exists()
-    assert getattr(sys.modules[m._VERTEXAI_MODULE], "SLUICEGATE_STAND_IN", False)
+    assert getattr(sys.modules[ragas_import._VERTEXAI_MODULE], "SLUICEGATE_STAND_IN", False)
     from ragas.llms.base import is_multiple_completion_supported
 
     assert not is_multiple_completion_supported(object())  # the stand-in class matches nothing
@@ -75,24 +76,24 @@ def test_no_stand_in_when_the_real_module_exists(tmp_path: Path, monkeypatch: py
     import langchain_community.chat_models as chat_models
 
     (tmp_path / "vertexai.py").write_text("class ChatVertexAI:\n    pass\n")
-    monkeypatch.delitem(sys.modules, m._VERTEXAI_MODULE, raising=False)
+    monkeypatch.delitem(sys.modules, ragas_import._VERTEXAI_MODULE, raising=False)
     monkeypatch.setattr(chat_models, "__path__", [*chat_models.__path__, str(tmp_path)])
-    assert importlib.util.find_spec(m._VERTEXAI_MODULE) is not None
-    assert m.install_vertexai_stand_in() is False
-    assert m._VERTEXAI_MODULE not in sys.modules
+    assert importlib.util.find_spec(ragas_import._VERTEXAI_MODULE) is not None
+    assert ragas_import.install_vertexai_stand_in() is False
+    assert ragas_import._VERTEXAI_MODULE not in sys.modules
     monkeypatch.setattr(chat_models, "__path__", [p for p in chat_models.__path__ if p != str(tmp_path)])
-    assert m.install_vertexai_stand_in() is True  # and with the file gone, the stand-in goes in
+    assert ragas_import.install_vertexai_stand_in() is True  # and with the file gone, the stand-in goes in
 
 
 # ------------------------------------------------------------------ metrics without an LLM
 
 
-def test_identical_strings_score_one_and_disjoint_strings_low(embedder: m.Embedder) -> None:
-    same = m.score_without_llm([SENTENCE], [SENTENCE], m.METRICS_WITHOUT_LLM, embedder=embedder)
-    assert list(same) == list(m.METRICS_WITHOUT_LLM)
+def test_identical_strings_score_one_and_disjoint_strings_low(embedder: embeddings.Embedder) -> None:
+    same = text.score_without_llm([SENTENCE], [SENTENCE], text.METRICS_WITHOUT_LLM, embedder=embedder)
+    assert list(same) == list(text.METRICS_WITHOUT_LLM)
     assert {name: v[0] for name, v in same.items()} == {name: pytest.approx(1.0) for name in same}
     assert all(v[0] <= 1.0 for v in same.values())
-    other = m.score_without_llm(["Bananas ripen quickly in warm kitchens."], [SENTENCE], m.METRICS_WITHOUT_LLM,
+    other = text.score_without_llm(["Bananas ripen quickly in warm kitchens."], [SENTENCE], text.METRICS_WITHOUT_LLM,
                                 embedder=embedder)
     for name in ("rouge1", "rouge2", "rougeL", "exact_match"):
         assert other[name] == [0.0], name
@@ -103,24 +104,24 @@ def test_identical_strings_score_one_and_disjoint_strings_low(embedder: m.Embedd
 
 def test_rouge_on_a_hand_checked_pair() -> None:
     # stemmed tokens: the sluic close at dusk / the sluic open at dusk
-    scores = m.score_without_llm(["the sluice opens at dusk"], ["the sluice closes at dusk"],
+    scores = text.score_without_llm(["the sluice opens at dusk"], ["the sluice closes at dusk"],
                                  ["rouge1", "rouge2", "rougeL"])
     assert scores == {"rouge1": [pytest.approx(0.8)], "rouge2": [pytest.approx(0.5)], "rougeL": [pytest.approx(0.8)]}
-    stemmed = m.score_without_llm(["The gates closed"], ["the gate closes"], ["rouge1", "exact_match"])
+    stemmed = text.score_without_llm(["The gates closed"], ["the gate closes"], ["rouge1", "exact_match"])
     assert stemmed == {"rouge1": [1.0], "exact_match": [0.0]}  # the Porter stemmer is on, as in RAGAS
 
 
 def test_exact_match_only_for_equal_strings() -> None:
     predictions = [SENTENCE, SENTENCE.lower(), SENTENCE + " ", "", "x"]
     references = [SENTENCE, SENTENCE, SENTENCE, "", "y"]
-    assert m.score_without_llm(predictions, references, ["exact_match"]) == {"exact_match": [1.0, 0, 0, 1.0, 0]}
+    assert text.score_without_llm(predictions, references, ["exact_match"]) == {"exact_match": [1.0, 0, 0, 1.0, 0]}
 
 
 def test_lexical_scores_equal_ragas_own_classes(ragas: types.ModuleType) -> None:
     from ragas.metrics.collections import BleuScore, ExactMatch, NonLLMStringSimilarity, RougeScore
 
     predictions, references = pairs(40)
-    ours = m.score_without_llm(predictions, references, ["rouge1", "rougeL", "bleu", "string_similarity",
+    ours = text.score_without_llm(predictions, references, ["rouge1", "rougeL", "bleu", "string_similarity",
                                                          "exact_match"])
     theirs = {"rouge1": ragas_values(RougeScore(rouge_type="rouge1"), references, predictions),
               "rougeL": ragas_values(RougeScore(rouge_type="rougeL"), references, predictions),
@@ -133,15 +134,15 @@ def test_lexical_scores_equal_ragas_own_classes(ragas: types.ModuleType) -> None
 
 
 def test_batched_semantic_similarity_equals_ragas_semantic_similarity(ragas: types.ModuleType,
-                                                                     embedder: m.Embedder) -> None:
+                                                                     embedder: embeddings.Embedder) -> None:
     from ragas.embeddings import HuggingFaceEmbeddings
     from ragas.metrics.collections import SemanticSimilarity
 
     predictions = [SENTENCE, "Ashbrook's sluice shuts at a quarter to eight in the evening.", "",
                    "Bananas ripen quickly in warm kitchens.", "The weir at Millford opens at dawn."]
     references = [SENTENCE, SENTENCE, "Anything at all.", SENTENCE, "Millford weir opens at sunrise."]
-    ours = m.score_without_llm(predictions, references, ["semantic_similarity"], embedder=embedder)
-    reference_metric = SemanticSimilarity(embeddings=HuggingFaceEmbeddings(model=m.default_model_path()))
+    ours = text.score_without_llm(predictions, references, ["semantic_similarity"], embedder=embedder)
+    reference_metric = SemanticSimilarity(embeddings=HuggingFaceEmbeddings(model=embeddings.default_model_path()))
     theirs = ragas_values(reference_metric, references, predictions)
     np.testing.assert_allclose(ours["semantic_similarity"], theirs, rtol=0, atol=1e-5)
     assert theirs[1] > theirs[3] + 0.3  # a paraphrase beats an unrelated sentence
@@ -149,18 +150,18 @@ def test_batched_semantic_similarity_equals_ragas_semantic_similarity(ragas: typ
 
 def test_unknown_metric_and_mismatched_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match=r"'bleurt'.*allowed: rouge1, rouge2"):
-        m.score_without_llm(["a"], ["a"], ["bleu", "bleurt"])
+        text.score_without_llm(["a"], ["a"], ["bleu", "bleurt"])
     with pytest.raises(ValueError, match=r"predictions=2, references=1"):
-        m.score_without_llm(["a", "b"], ["a"], ["bleu"])
+        text.score_without_llm(["a", "b"], ["a"], ["bleu"])
     with pytest.raises(ValueError, match=r"'bleu'.*allowed: faithfulness"):
-        m.score_with_judge(["q"], [["c"]], ["a"], ["r"], model="x", base_url="http://127.0.0.1:9", api_key=None,
+        judge_metrics.score_with_judge(["q"], [["c"]], ["a"], ["r"], model="x", base_url="http://127.0.0.1:9", api_key=None,
                            metrics=["bleu"], repeats=1, timeout_seconds=1)
     with pytest.raises(TypeError, match=r"references\[1\] is NoneType"):
-        m.score_without_llm(["a", "b"], ["a", None], ["exact_match"])  # type: ignore[list-item]
+        text.score_without_llm(["a", "b"], ["a", None], ["exact_match"])  # type: ignore[list-item]
 
 
 def test_aggregate_ignores_nan_and_reports_nan_when_nothing_was_measured() -> None:
-    result = m.aggregate({"a": [1.0, math.nan, 0.5], "b": [math.nan, math.nan], "c": []})
+    result = text.aggregate({"a": [1.0, math.nan, 0.5], "b": [math.nan, math.nan], "c": []})
     assert result["a"] == pytest.approx(0.75)
     assert math.isnan(result["b"]) and math.isnan(result["c"])
 
@@ -174,7 +175,7 @@ def test_bootstrap_interval_covers_the_true_difference_about_as_often_as_claimed
     for trial in range(200):
         baseline = rng.uniform(0, 1, 100)
         candidate = baseline + 0.05 + rng.normal(0, 0.1, 100)  # true mean difference 0.05
-        ci = m.paired_bootstrap(candidate, baseline, metric="rougeL", resamples=500, seed=trial)
+        ci = bootstrap.paired_bootstrap(candidate, baseline, metric="rougeL", resamples=500, seed=trial)
         covered += ci.low <= 0.05 <= ci.high
     assert 0.88 <= covered / 200 <= 0.99
 
@@ -182,19 +183,19 @@ def test_bootstrap_interval_covers_the_true_difference_about_as_often_as_claimed
 def test_bootstrap_separates_a_clear_improvement_from_noise() -> None:
     rng = np.random.default_rng(2)
     baseline = rng.uniform(0, 1, 300)
-    better = m.paired_bootstrap(baseline + 0.1 + rng.normal(0, 0.1, 300), baseline, metric="bleu")
+    better = bootstrap.paired_bootstrap(baseline + 0.1 + rng.normal(0, 0.1, 300), baseline, metric="bleu")
     assert better.excludes_zero and better.low > 0.07 and better.low <= better.mean_difference <= better.high
     assert better.samples == 300 and better.confidence == 0.95
-    noise = m.paired_bootstrap(baseline + rng.normal(0, 0.1, 300), baseline, metric="bleu")
+    noise = bootstrap.paired_bootstrap(baseline + rng.normal(0, 0.1, 300), baseline, metric="bleu")
     assert not noise.excludes_zero and noise.low < 0 < noise.high
 
 
 def test_bootstrap_is_paired() -> None:
     rng = np.random.default_rng(3)
     baseline = rng.uniform(0, 1, 200)  # widely spread per-sample scores
-    same = m.paired_bootstrap(baseline, baseline, metric="x")
+    same = bootstrap.paired_bootstrap(baseline, baseline, metric="x")
     assert (same.mean_difference, same.low, same.high, same.excludes_zero) == (0.0, 0.0, 0.0, False)
-    shifted = m.paired_bootstrap(baseline + 0.01, baseline, metric="x")
+    shifted = bootstrap.paired_bootstrap(baseline + 0.01, baseline, metric="x")
     assert shifted.low == pytest.approx(0.01) and shifted.high == pytest.approx(0.01)  # unpaired: ±0.06 wide
     assert shifted.excludes_zero
 
@@ -202,19 +203,19 @@ def test_bootstrap_is_paired() -> None:
 def test_bootstrap_is_deterministic_for_a_seed() -> None:
     rng = np.random.default_rng(4)
     a, b = rng.uniform(0, 1, 50), rng.uniform(0, 1, 50)
-    first, again = (m.paired_bootstrap(a, b, metric="x", seed=11) for _ in range(2))
+    first, again = (bootstrap.paired_bootstrap(a, b, metric="x", seed=11) for _ in range(2))
     assert first == again
-    assert m.paired_bootstrap(a, b, metric="x", seed=12) != first
+    assert bootstrap.paired_bootstrap(a, b, metric="x", seed=12) != first
 
 
 def test_bootstrap_drops_pairs_with_nan_and_refuses_mismatched_lengths() -> None:
-    result = m.paired_bootstrap([1.0, math.nan, 0.5, 0.7], [0.5, 0.2, math.nan, 0.2], metric="x")
+    result = bootstrap.paired_bootstrap([1.0, math.nan, 0.5, 0.7], [0.5, 0.2, math.nan, 0.2], metric="x")
     assert result.samples == 2 and result.mean_difference == pytest.approx(0.5)
-    empty = m.paired_bootstrap([math.nan, 1.0], [0.0, math.nan], metric="x")
+    empty = bootstrap.paired_bootstrap([math.nan, 1.0], [0.0, math.nan], metric="x")
     assert empty.samples == 0 and not empty.excludes_zero
     assert all(math.isnan(v) for v in (empty.mean_difference, empty.low, empty.high))
     with pytest.raises(ValueError, match=r"candidate=3, baseline=2"):
-        m.paired_bootstrap([1, 2, 3], [1, 2], metric="x")
+        bootstrap.paired_bootstrap([1, 2, 3], [1, 2], metric="x")
 
 
 # ------------------------------------------------------------------ LLM judge over HTTP
@@ -308,9 +309,9 @@ def judge_server() -> Iterator[JudgeServer]:
 
 
 def judge(server: JudgeServer, markers: list[str], metrics: list[str], repeats: int,
-          timeout_seconds: float = 5.0, embedder: m.Embedder | None = None) -> m.JudgeScores:
+          timeout_seconds: float = 5.0, embedder: embeddings.Embedder | None = None) -> judge_metrics.JudgeScores:
     count = len(markers)
-    return m.score_with_judge(
+    return judge_metrics.score_with_judge(
         [f"When does the Ashbrook sluice close? {k}" for k in markers],
         [["The river is wide.", "ZZUSEFUL: the sluice closes at 19:45."]] * count,
         [f"The sluice closes at 19:45. It opens at 6. {k}" for k in markers],
@@ -320,15 +321,15 @@ def judge(server: JudgeServer, markers: list[str], metrics: list[str], repeats: 
 
 
 def test_judge_metrics_through_an_openai_compatible_endpoint(judge_server: JudgeServer,
-                                                             embedder: m.Embedder) -> None:
-    scores = judge(judge_server, ["Q-good", "Q-empty"], list(m.JUDGE_METRICS), repeats=1, embedder=embedder)
-    assert list(scores) == list(m.JUDGE_METRICS)
+                                                             embedder: embeddings.Embedder) -> None:
+    scores = judge(judge_server, ["Q-good", "Q-empty"], list(judge_metrics.JUDGE_METRICS), repeats=1, embedder=embedder)
+    assert list(scores) == list(judge_metrics.JUDGE_METRICS)
     assert scores["faithfulness"][0] == 0.5  # 1 of 2 statements supported
     assert math.isnan(scores["faithfulness"][1])  # no statements: RAGAS's NaN, not a failure
     assert scores["answer_relevancy"] == [pytest.approx(1.0, abs=1e-6)] * 2  # generated question == asked question
     assert scores["context_precision"] == [pytest.approx(0.5)] * 2  # useful context ranked second
     assert scores["context_recall"] == [1.0, 1.0]
-    assert scores.failed_attempts == dict.fromkeys(m.JUDGE_METRICS, 0)
+    assert scores.failed_attempts == dict.fromkeys(judge_metrics.JUDGE_METRICS, 0)
     assert scores.nan_attempts["faithfulness"] == 1 and scores.attempts["answer_relevancy"] == 2
     assert judge_server.requests[0]["model"] == "judge-model"
 
@@ -341,7 +342,7 @@ def test_repeated_judging_averages_and_all_failed_samples_are_nan(judge_server: 
     assert math.isnan(dead)  # every attempt failed: not measured, never 0
     assert scores.attempts == {"context_recall": 9} and scores.failed_attempts == {"context_recall": 4}
     assert any("InternalServerError" in e for e in scores.error_examples["context_recall"])
-    assert m.aggregate(scores) == {"context_recall": 0.75}
+    assert text.aggregate(scores) == {"context_recall": 0.75}
     assert judge_server.calls["ContextRecallOutput", "Q-dead"] == 3  # one HTTP call per attempt: no hidden retries
     assert len(judge_server.requests) == 9  # nor re-asks after the unparseable answers
     assert "4 of 9 attempts failed" in caplog.text

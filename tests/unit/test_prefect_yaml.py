@@ -10,8 +10,8 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.events.schemas.events import Resource
 from prefect.flows import load_flow_from_entrypoint
 
-from sluice.config import LakeFSConfig
-from sluice.event_bridge import event_from_webhook
+from sluice.core.config import LakeFSConfig
+from sluice.shell.event_bridge import event_from_webhook
 from tests.conftest import REPO_ROOT
 
 PREFECT_YAML = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())

@@ -13,10 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice import cleaning, datasets
-from sluice.config import CleaningConfig
-from sluice.datasets import InputError, SourceFile, discover
-from sluice.ingest import PreparedBatch, _Accumulated, decide_drops, jaccard, prepare_batch, read_frame, shingles
+from sluice.core.data import readers
+from sluice.core.config import CleaningConfig
+from sluice.core.data.cleaning.dedup import jaccard, near_duplicates, shingles
+from sluice.core.data.cleaning.minhash import minhash_signatures
+from sluice.core.data.readers import InputError, SourceFile, discover
+from sluice.core.data.prepare import PreparedBatch, _Accumulated, decide_drops, prepare_batch, read_frame
 
 WORDS = ("river barge lock keeper water meadow willow heron towpath bridge weir mill ferry reed channel bank "
          "gravel tide current mooring rope lantern boatyard harbour quay estuary marsh ditch culvert pump").split()
@@ -170,8 +172,8 @@ def test_a_shared_context_with_different_questions_is_not_a_near_duplicate(tmp_p
     similarity = jaccard(texts[0], texts[1], 3)
     assert 0.75 < similarity < 0.9  # alike, but below the threshold
     # MinHash alone would call this pair a near duplicate: the exact check is what keeps it
-    signatures = cleaning.minhash_signatures(pa.array(texts), num_perm=64, shingle_words=3)
-    assert cleaning.near_duplicates(signatures, 0.9, keep=np.ones(2, dtype=bool))[1] == 0
+    signatures = minhash_signatures(pa.array(texts), num_perm=64, shingle_words=3)
+    assert near_duplicates(signatures, 0.9, keep=np.ones(2, dtype=bool))[1] == 0
 
     batch = _prepare(tmp_path, rows, config=CleaningConfig(near_duplicate_threshold=0.9))
     assert batch.report.rows_out == 2
@@ -274,8 +276,8 @@ def test_block_size_does_not_change_the_result(tmp_path, monkeypatch):
                              default_source="demo", chunk_rows=1000)
 
     whole = run("whole")
-    monkeypatch.setattr(datasets, "BLOCK_BYTES", 300)
-    assert len(list(datasets._read_blocks(path.open("rb")))) > 10
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 300)
+    assert len(list(readers._read_blocks(path.open("rb")))) > 10
     blocks = run("blocks")
 
     assert whole.report.dropped.get("exact_duplicate", 0) >= 7
@@ -369,7 +371,7 @@ def _acc(texts: list[str], ids: list[str], tokens: list[int], complete: list[boo
     acc.ids.append(pa.array(ids, pa.string()))
     acc.tokens.append(np.array(tokens, dtype=np.int32))
     acc.complete.append(np.array(complete, dtype=bool))
-    acc.signatures.append(cleaning.minhash_signatures(pa.array(texts), num_perm=64, shingle_words=3))
+    acc.signatures.append(minhash_signatures(pa.array(texts), num_perm=64, shingle_words=3))
     return acc
 
 
@@ -423,13 +425,13 @@ def _worker_rows(count: int) -> list[dict]:
 
 
 def test_worker_processes_give_the_same_batch_as_one_process(tmp_path, monkeypatch):
-    import sluice.datasets
-    import sluice.ingest
+    import sluice.core.data.readers
+    import sluice.core.data.prepare
 
     source = tmp_path / "many.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in _worker_rows(400)))
-    monkeypatch.setattr(sluice.datasets, "BLOCK_BYTES", 4096)  # many blocks, spread over both workers
-    monkeypatch.setattr(sluice.ingest, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(sluice.core.data.readers, "BLOCK_BYTES", 4096)  # many blocks, spread over both workers
+    monkeypatch.setattr(sluice.core.data.prepare, "PARALLEL_MIN_BYTES", 1)
     config = CleaningConfig()
 
     here = prepare_batch(discover(str(source)), "sft", config, tmp_path / "here", default_source="x",
@@ -446,15 +448,15 @@ def test_worker_processes_give_the_same_batch_as_one_process(tmp_path, monkeypat
 
 
 def test_an_unreadable_line_in_a_worker_names_file_and_line(tmp_path, monkeypatch):
-    import sluice.datasets
-    import sluice.ingest
+    import sluice.core.data.readers
+    import sluice.core.data.prepare
 
     lines = [json.dumps(r) for r in _worker_rows(300)]
     lines[211] = '{"prompt": "broken", "response": '
     source = tmp_path / "broken.jsonl"
     source.write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(sluice.datasets, "BLOCK_BYTES", 4096)
-    monkeypatch.setattr(sluice.ingest, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(sluice.core.data.readers, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(sluice.core.data.prepare, "PARALLEL_MIN_BYTES", 1)
     with pytest.raises(InputError) as err:
         prepare_batch(discover(str(source)), "sft", CleaningConfig(), tmp_path / "w", default_source="x",
                       chunk_rows=1000, workers=2)

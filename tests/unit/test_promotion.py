@@ -8,17 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sluice.config import PromotionConfig
-from sluice.promotion import (
-    AliasMove,
-    Comparison,
-    Decision,
-    Evaluated,
-    RollbackError,
-    alias_moves,
-    decide_promotion,
-    rollback_moves,
-)
+from sluice.core.config import PromotionConfig
+from sluice.core.evaluation.results import Comparison, EvaluatedModel
+from sluice.core.promotion.aliases import AliasMove, RollbackError, alias_moves, rollback_moves
+from sluice.core.promotion.gate import Decision, decide_promotion
 
 NAN = math.nan
 
@@ -36,32 +29,39 @@ def _policy(**changes: object) -> PromotionConfig:
 
 
 def _cmp(metric: str, mean: float, low: float, high: float) -> Comparison:
-    return Comparison(metric=metric, mean_difference=mean, low=low, high=high)
+    return Comparison(metric=metric, mean_difference=mean, low=low, high=high, samples=40, confidence=0.95)
 
 
-def _cand(**metrics: float) -> Evaluated:
-    return Evaluated(label="version 3", metrics=metrics, version="3")
+def _evaluated(label: str, metrics: dict[str, float], version: str | None = None) -> EvaluatedModel:
+    """An evaluation as the gate sees it: a label, metrics, a version; the rest is bookkeeping."""
+    return EvaluatedModel(label=label, metrics=metrics, version=version, model_identity=f"test:{label}",
+                          data_commit="c" * 64, run_id=f"run-{label}", tracking_uri="sqlite:///unused.db",
+                          samples=40, generation_tokens_per_second=0.0, latency_ms_per_sample_p50=0.0)
 
 
-def _champ(**metrics: float) -> Evaluated:
-    return Evaluated(label="version 2", metrics=metrics, version="2")
+def _cand(**metrics: float) -> EvaluatedModel:
+    return _evaluated("version 3", metrics, "3")
 
 
-BASE = Evaluated(label="base model", metrics={"rougeL": 0.2})
+def _champ(**metrics: float) -> EvaluatedModel:
+    return _evaluated("version 2", metrics, "2")
+
+
+BASE = _evaluated("base model", {"rougeL": 0.2})
 
 
 @dataclass
 class Case:
     id: str
-    candidate: Evaluated
-    champion: Evaluated | None
+    candidate: EvaluatedModel
+    champion: EvaluatedModel | None
     outcome: str
     baseline: str
     failed: list[str] = field(default_factory=list)  # one substring per failed check, in order
     reasons: list[str] = field(default_factory=list)  # substrings that some reason must contain
     policy: dict = field(default_factory=dict)
     champion_comparisons: dict[str, Comparison] | None = None
-    base_model: Evaluated | None = None
+    base_model: EvaluatedModel | None = None
     base_comparisons: dict[str, Comparison] | None = None
 
 
@@ -269,7 +269,7 @@ def test_an_inconsistent_decision_cannot_be_built(fields: dict, message: str) ->
 
 def test_not_measured_survives_a_json_round_trip() -> None:
     evaluated = _cand(rougeL=NAN, bleu=0.3)
-    again = Evaluated.model_validate_json(evaluated.model_dump_json())
+    again = EvaluatedModel.model_validate_json(evaluated.model_dump_json())
     assert math.isnan(again.metrics["rougeL"]) and again.metrics["bleu"] == 0.3
     decision = _decide(next(c for c in CASES if c.id == "nan-minimum-fails"))
     assert Decision.model_validate_json(decision.model_dump_json()) == decision

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sluice.config import SluiceConfig, TrainingConfig
-from sluice.training import accelerate_command, base_model_fingerprint, last_complete_checkpoint, training_key
+from sluice.core.config import SluiceConfig, TrainingConfig
+from sluice.core.training.base_model import base_model_fingerprint
+from sluice.core.training.job import accelerate_command, last_complete_checkpoint, training_key
 from tests.conftest import REPO_ROOT
 
 DEMO_DATA = sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl"))
@@ -100,7 +101,7 @@ def test_a_local_base_model_is_fingerprinted_by_its_contents(tmp_path):
 
 
 def test_the_tiny_model_is_deterministic_for_a_seed(tmp_path):
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     first = build_tiny_model(tmp_path / "a", DEMO_DATA, seed=3, hidden_size=64, layers=1)
     again = build_tiny_model(tmp_path / "b", DEMO_DATA, seed=3, hidden_size=64, layers=1)
@@ -113,7 +114,7 @@ def test_the_tiny_model_is_deterministic_for_a_seed(tmp_path):
 def test_the_tiny_chat_template_marks_only_assistant_turns_for_the_loss(tmp_path):
     from transformers import AutoTokenizer
 
-    from sluice.tiny_model import build_tiny_model
+    from sluice.core.training.tiny_model import build_tiny_model
 
     build_tiny_model(tmp_path, DEMO_DATA, hidden_size=64, layers=1)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
@@ -127,7 +128,7 @@ def test_the_tiny_chat_template_marks_only_assistant_turns_for_the_loss(tmp_path
 
 
 def test_init_tiny_from_the_shell(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "sluice.cli", "model", "init-tiny", str(tmp_path / "m"),
+    out = subprocess.run([sys.executable, "-m", "sluice.shell.cli", "model", "init-tiny", str(tmp_path / "m"),
                           "--hidden-size", "64", "--layers", "1"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert "parameters" in out.stdout
@@ -142,7 +143,7 @@ def test_cpu_training_is_one_accelerate_process(tmp_path):
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--config_file") + 1].endswith("deployments/accelerate/cpu.yaml")
     assert command[command.index("--num_processes") + 1] == "1"
-    assert command[-3:] == ["-m", "sluice.train_worker", str(tmp_path / "job.json")]
+    assert command[-3:] == ["-m", "sluice.core.training.worker", str(tmp_path / "job.json")]
 
 
 def test_gpus_and_deepspeed_come_from_config(tmp_path):
@@ -159,7 +160,7 @@ def test_gpus_and_deepspeed_come_from_config(tmp_path):
 
 
 def test_the_report_lists_only_settings_that_differ_from_the_defaults():
-    from flows.train import config_changes
+    from sluice.core.training.report import config_changes
 
     config = SluiceConfig(training=TrainingConfig(learning_rate=1e-3, lora={"r": 4}))  # type: ignore[arg-type]
     changes = {key: (default, value) for key, default, value in config_changes(config)}

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sluice.config import CleaningConfig
-from sluice.contracts import OnFailure, load_contract
-from sluice.data_docs import remote_asset_references
-from sluice.datasets import SourceFile
-from sluice.ingest import PreparedBatch, prepare_batch, read_frame
-from sluice.validation import RuleOutcome, decide_batch, validate_batch
+from sluice.core.config import CleaningConfig
+from sluice.core.data.contracts import OnFailure, load_contract
+from sluice.core.data.data_docs import remote_asset_references
+from sluice.core.data.readers import SourceFile
+from sluice.core.data.prepare import PreparedBatch, prepare_batch, read_frame
+from sluice.core.data.validation import RuleOutcome, decide_batch, validate_batch
 from tests.conftest import REPO_ROOT
 
 CONTRACTS = REPO_ROOT / "data_contracts"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sluice.config import load_config
-from sluice.contracts import load_contract
+from sluice.core.config import load_config
+from sluice.core.data.contracts import load_contract
 from sluice.lakefs_server.actions import parse_action
 from tests.conftest import REPO_ROOT
 

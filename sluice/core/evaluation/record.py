@@ -1,0 +1,54 @@
+"""An evaluation as an MLflow run: aggregate metrics and timing, the settings,
+the per-sample table (``eval/samples.json``) and the per-sample scores that
+the paired bootstrap reads back (``eval/scores.json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from sluice.core.config import EvaluationConfig
+from sluice.core.evaluation.results import EvaluatedModel
+from sluice.core.registry.tracking import TrackingTarget, ensure_experiment, mlflow_client
+
+SCORES_ARTIFACT = "eval/scores.json"
+
+
+def _json_number(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def record_evaluation(target: TrackingTarget, tags: dict[str, str], rows: list[dict[str, Any]], answers: list[str],
+                      scores: dict[str, list[float]], numbers: dict[str, float], settings: EvaluationConfig,
+                      data_commit: str) -> str:
+    """The evaluation's MLflow run id."""
+    from mlflow.entities import Metric, Param
+
+    client = mlflow_client(target.tracking_uri)
+    run = client.create_run(ensure_experiment(target), tags=tags)
+    stamp = int(time.time() * 1000)
+    finite = {k: v for k, v in numbers.items() if isinstance(v, int | float) and math.isfinite(v)}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in finite.items()],
+                     params=[Param("eval.samples", str(len(rows))), Param("eval.data_commit", data_commit)]
+                     + [Param(f"evaluation.{k}", str(v)[:6000]) for k, v in settings.model_dump(mode="json").items()])
+    table = {"id": [r["id"] for r in rows], "question": [r["question"] for r in rows], "prediction": answers,
+             "reference": [r["reference"] for r in rows], **{m: [_json_number(x) for x in v] for m, v in scores.items()}}
+    client.log_table(run.info.run_id, data=table, artifact_file="eval/samples.json")
+    # per-sample scores, for the paired bootstrap against the other models of this run
+    client.log_text(run.info.run_id, json.dumps({m: [_json_number(x) for x in v] for m, v in scores.items()}),
+                    SCORES_ARTIFACT)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def load_scores(evaluation: EvaluatedModel) -> dict[str, list[float]]:
+    """Per-sample scores back from the evaluation's run, "not measured" as NaN."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=evaluation.run_id, artifact_path=SCORES_ARTIFACT,
+                                               tracking_uri=evaluation.tracking_uri)
+    stored = json.loads(Path(path).read_text())
+    return {m: [math.nan if x is None else float(x) for x in v] for m, v in stored.items()}

@@ -1,0 +1,122 @@
+"""The model registry client: one registered model in one MLflow store.
+
+Shared by the registry tasks (register a version, move aliases) and by
+serving (follow an alias, download its version). Calls go through a client
+on an explicit tracking URI, never the process-wide MLflow settings, so the
+registry of one store is never confused with another's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from sluice.core.registry.tracking import TrackingTarget, mlflow_client
+
+CHAMPION, PREVIOUS = "champion", "previous"
+COMPLETE = ".sluice-complete"  # written last in a downloaded version: a folder without it is an interrupted download
+
+
+class ModelVersionRef(BaseModel):
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    created: bool  # False: the version existed already (a rerun), nothing was registered
+
+
+def _missing(error: Exception) -> bool:
+    return getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+class ModelRegistry:
+    """``models:/<model_name>`` in the store of ``target``."""
+
+    def __init__(self, target: TrackingTarget, model_name: str):
+        self.target, self.model_name = target, model_name
+        self.client = mlflow_client(target.tracking_uri)
+
+    def uri(self, alias: str) -> str:
+        return f"models:/{self.model_name}@{alias}"
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version an alias points at; None when the model or the alias does not exist (and only then)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException as error:
+            # no such model: RESOURCE_DOES_NOT_EXIST; no such alias: INVALID_PARAMETER_VALUE "... alias X not found"
+            message = str(error).lower()
+            if _missing(error) or ("alias" in message and "not found" in message):
+                return None
+            raise
+
+    def set_alias(self, alias: str, version: str | None) -> None:
+        """Point ``alias`` at ``version``; None deletes the alias."""
+        if version is None:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+        else:
+            self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def register(self, training_run_id: str, tags: dict[str, str], description: str = "") -> ModelVersionRef:
+        """Register the training run's merged model, once: a rerun finds the
+        version it registered before instead of adding a duplicate."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.model_name,
+                                                description="Fine-tuned by Sluicegate; @champion is served.")
+        except MlflowException as error:
+            if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        existing = self.client.search_model_versions(f"name = '{self.model_name}' and run_id = '{training_run_id}'")
+        if existing:
+            version = max(existing, key=lambda v: int(v.version))
+            return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,
+                                   source=version.source, created=False)
+        source = f"{self.client.get_run(training_run_id).info.artifact_uri.rstrip('/')}/model"
+        version = self.client.create_model_version(self.model_name, source=source, run_id=training_run_id,
+                                                   tags={k: v for k, v in tags.items() if v}, description=description)
+        return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,
+                               source=source, created=True)
+
+    def tag(self, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, value[:5000])
+
+    def identity(self, version: str) -> str:
+        """What a version is: the training run that made it (a model evaluated once per data commit)."""
+        registered = self.client.get_model_version(self.model_name, version)
+        return f"run:{registered.run_id}" if registered.run_id else f"version:{self.model_name}/{version}"
+
+    def download(self, version: str, models_dir: Path) -> Path:
+        """The version's files in ``models_dir/<version>``, downloaded once; an interrupted download
+        starts again. Raises ValueError when they are not a Hugging Face model folder."""
+        target = models_dir / version
+        if (target / COMPLETE).is_file():
+            return target
+        import mlflow
+
+        models_dir.mkdir(parents=True, exist_ok=True)
+        # the client's own registry: a models:/ URI would go to the process-wide registry URI
+        source = self.client.get_model_version_download_uri(self.model_name, version)
+        staging = models_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging),
+                                                             tracking_uri=self.target.tracking_uri))
+            if not (local / "config.json").is_file():
+                raise ValueError(f"{self.model_name} version {version} ({source}) is not a Hugging Face model "
+                                 "folder: no config.json at its root")
+            (local / COMPLETE).write_text(f"{self.model_name} {version} {source}\n")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(local, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+

@@ -1,0 +1,336 @@
+"""The local stack: every service of Sluicegate on loopback, started by
+``sluice up``, listed by ``sluice status``, stopped by ``sluice down``.
+
+Services, in start order: the embedded lakeFS, an MLflow server (sqlite
+backend, proxied artifacts), a Prefect server, a process work pool and its
+worker, the event bridge, and the serving endpoint. Then ``prefect deploy
+--all`` registers prefect.yaml, the data repository is created and the
+bridge's lakeFS action is installed in it.
+
+Each service runs in its own session (so it outlives the ``sluice up``
+command), logs to ``<state dir>/logs/<service>.log``, and is recorded in
+``<state dir>/stack.json`` with its pid and URL. ``sluice down`` stops exactly
+the recorded processes (and their process groups) and checks they are gone.
+``<state dir>/stack.env`` holds the variables a shell needs to use the stack
+(``set -a; . .sluice/stack/stack.env``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sluice.core.config import SluiceConfig, config_to_yaml
+from sluice.core.project import PROJECT_ROOT
+
+WORK_POOL = "sluicegate-process"
+DEFAULT_PORTS = {"lakefs": 8000, "mlflow": 5000, "prefect": 4200, "bridge": 8765, "serving": 8080}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    log: str
+    health: str  # URL answering 2xx (or the serving endpoint's 503 "no champion yet") while up
+
+
+@dataclass
+class StackState:
+    state_dir: str
+    services: list[Service] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    repository: str = ""
+    started_at: float = 0.0
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / "stack.json"
+        path.write_text(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)
+        env_file = Path(self.state_dir) / "stack.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())))
+        env_file.chmod(0o600)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> StackState | None:
+        path = state_dir / "stack.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(state_dir=data["state_dir"], services=[Service(**s) for s in data["services"]], env=data["env"],
+                   repository=data.get("repository", ""), started_at=data.get("started_at", 0.0))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def health_status(url: str, timeout: float = 2.0) -> int | None:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError:
+        return None
+
+
+class Stack:
+    """Starts the services one by one, recording each as soon as it runs, so that a failure half-way
+    still leaves ``sluice down`` able to stop what did start."""
+
+    def __init__(self, state_dir: Path, config: SluiceConfig, config_files: Sequence[Path] = (),
+                 ports: Mapping[str, int] | None = None, say: Callable[[str], None] = print):
+        self.state_dir = state_dir.resolve()
+        self.config, self.config_files = config, [Path(f).resolve() for f in config_files]
+        self.ports = dict(ports or DEFAULT_PORTS)
+        self.say = say
+        self.state = StackState(state_dir=str(self.state_dir), repository=config.lakefs.repository,
+                                started_at=time.time())
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str], url: str, health: str) -> Service:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, start_new_session=True)
+        service = Service(name=name, pid=process.pid, url=url, log=str(log_path), health=health)
+        self.state.services.append(service)
+        self.state.save()
+        return service
+
+    def _wait_healthy(self, service: Service, timeout: float, ok: tuple[int, ...] = (200, 204)) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not process_alive(service.pid):
+                raise StackError(f"{service.name} exited while starting; its log ({service.log}) ends:\n"
+                                 f"{_tail(service.log)}")
+            if health_status(service.health) in ok:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"{service.name} did not become healthy at {service.health} in {timeout:.0f} s; "
+                                 f"its log ({service.log}) ends:\n{_tail(service.log)}")
+            time.sleep(0.25)
+
+    def _run(self, argv: list[str], env: Mapping[str, str], what: str, timeout: float = 300) -> str:
+        done = subprocess.run(argv, env={**os.environ, **env}, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise StackError(f"{what} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+        return done.stdout
+
+    # ------------------------------------------------------------------ up
+
+    def up(self) -> StackState:
+        from sluice.shell.local_lakefs import load_or_create_credentials
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # the serving endpoint's state (and feedback store) and the bridge's ledger live with the stack, and the
+        # deployments (export-feedback) find them there too
+        self.config = self.config.model_copy(update={
+            "serving": self.config.serving.model_copy(update={"state_dir": self.state_dir / "serving",
+                                                              "watch_seconds": 2.0}),
+            "bridge": self.config.bridge.model_copy(update={"state_file": self.state_dir / "bridge" / "emitted.db",
+                                                            "reconcile_seconds": 10.0})})
+        config_file = self.state_dir / "config.yaml"  # the resolved config every service and deployment uses
+        config_file.write_text(config_to_yaml(self.config))
+        secrets_file = self.state_dir / "secrets.json"
+        if not secrets_file.exists():
+            secrets_file.write_text(json.dumps({"bridge_token": secrets.token_urlsafe(24),
+                                                "serving_api_key": "sk-sluice-" + secrets.token_urlsafe(18)}))
+            secrets_file.chmod(0o600)
+        tokens = json.loads(secrets_file.read_text())
+        url = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+        key, secret = load_or_create_credentials(self.state_dir / "lakefs")
+        base = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                "SLUICE_ENV": "", "PYTHONUNBUFFERED": "1"}
+        lake = {"LAKECTL_SERVER_ENDPOINT_URL": url["lakefs"], "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key,
+                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret}
+        prefect = {"PREFECT_API_URL": f"{url['prefect']}/api"}
+        mlflow = {"MLFLOW_TRACKING_URI": url["mlflow"]}
+        serving = {"SLUICE_SERVING_URL": url["serving"], "SLUICE_SERVING_API_KEYS": tokens["serving_api_key"]}
+        self.state.env = {**lake, **prefect, **mlflow, **serving, "SLUICE_BRIDGE_URL": url["bridge"],
+                          "SLUICEGATE_HOME": str(PROJECT_ROOT), "SLUICE_STACK_CONFIG": str(config_file)}
+        sluice = [sys.executable, "-m", "sluice"]
+        with_config = ["-c", str(config_file)]
+
+        self.say("starting lakeFS (embedded) …")
+        lakefs = self._spawn("lakefs", [*sluice, "lakefs", "serve", "--data-dir", str(self.state_dir / "lakefs"),
+                                        "--port", str(self.ports["lakefs"])],
+                             {**base, **lake, "LAKEFSACTION_SLUICE_BRIDGE_TOKEN": tokens["bridge_token"]},
+                             url["lakefs"], f"{url['lakefs']}/api/v1/healthcheck")
+        self.say("starting MLflow …")
+        (self.state_dir / "mlflow").mkdir(exist_ok=True)
+        mlflow_server = self._spawn(
+            "mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                       str(self.ports["mlflow"]), "--workers", "1", "--backend-store-uri",
+                       f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}", "--artifacts-destination",
+                       str(self.state_dir / "mlflow" / "artifacts")],
+            base, url["mlflow"], f"{url['mlflow']}/health")
+        self.say("starting the Prefect server …")
+        prefect_env = {**base, "PREFECT_HOME": str(self.state_dir / "prefect")}
+        prefect_server = self._spawn(
+            "prefect-server", [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                               str(self.ports["prefect"])], prefect_env, url["prefect"], f"{url['prefect']}/api/health")
+        for service, timeout in ((lakefs, 30), (mlflow_server, 90), (prefect_server, 90)):
+            self._wait_healthy(service, timeout)
+
+        client_env = {**base, **prefect, "PREFECT_HOME": str(self.state_dir / "prefect-client")}
+        self.say(f"creating the work pool {WORK_POOL} …")
+        self._run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+                  client_env, "creating the work pool")
+        self.say("starting the worker, the event bridge and the serving endpoint …")
+        worker = self._spawn("worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
+                             {**client_env, **lake, **mlflow, **serving, "SLUICEGATE_HOME": str(PROJECT_ROOT),
+                              "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                              "PREFECT_LOGGING_LEVEL": "INFO"}, "", "")
+        bridge = self._spawn("bridge", [*sluice, "bridge", "serve", "--port", str(self.ports["bridge"]), *with_config],
+                             {**client_env, **lake, "SLUICE_BRIDGE_TOKEN": tokens["bridge_token"]},
+                             url["bridge"], f"{url['bridge']}/health")
+        serve = self._spawn("serving", [*sluice, "serve", "--port", str(self.ports["serving"]), *with_config],
+                            {**base, **mlflow, **serving}, url["serving"], f"{url['serving']}/health")
+        self._wait_healthy(bridge, 60)
+        self._wait_healthy(serve, 90, ok=(200, 503))  # 503: up, waiting for a first @champion
+        time.sleep(0.5)
+        if not process_alive(worker.pid):
+            raise StackError(f"the worker exited; its log ({worker.log}) ends:\n{_tail(worker.log)}")
+
+        self.say("deploying prefect.yaml …")
+        self._run([_bin("prefect"), "--no-prompt", "deploy", "--all"],
+                  {**client_env, "SLUICEGATE_HOME": str(PROJECT_ROOT)}, "prefect deploy --all")
+        set_deployment_config(self.config, prefect["PREFECT_API_URL"])
+        self.say(f"installing the bridge's lakeFS action in {self.config.lakefs.repository} …")
+        install_bridge_action(self.config, lake, url["bridge"])
+        self.state.save()
+        return self.state
+
+
+def set_deployment_config(config: SluiceConfig, api_url: str) -> None:
+    """Make the stack's resolved config the default ``config`` parameter of every deployment that has one, so
+    runs from events, schedules and the UI use it (the UI still lets a run change any field)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    async def update() -> None:
+        async with get_client() as client:
+            for deployment in await client.read_deployments():
+                if "config" in (deployment.parameter_openapi_schema or {}).get("properties", {}):
+                    parameters = {**deployment.parameters, "config": config.model_dump(mode="json")}
+                    await client.update_deployment(deployment.id, DeploymentUpdate(parameters=parameters))
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        asyncio.run(update())
+
+
+def install_bridge_action(config: SluiceConfig, lake_env: Mapping[str, str], bridge_url: str) -> str | None:
+    import lakefs
+
+    from sluice.shell.event_bridge import install_action
+
+    client = lakefs.Client(host=lake_env["LAKECTL_SERVER_ENDPOINT_URL"],
+                           username=lake_env["LAKECTL_CREDENTIALS_ACCESS_KEY_ID"],
+                           password=lake_env["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"])
+    lakefs.Repository(config.lakefs.repository, client=client).create(
+        storage_namespace=config.lakefs.storage_namespace, default_branch=config.lakefs.default_branch,
+        exist_ok=True)
+    return install_action(client, config.lakefs.repository, bridge_url, config.lakefs.default_branch)
+
+
+def _tail(path: str, lines: int = 25) -> str:
+    file = Path(path)
+    if not file.exists():
+        return "(no log)"
+    return "\n".join(file.read_text(errors="replace").splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------ status and down
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int
+    running: bool
+    url: str
+    health: int | None
+
+
+def stack_status(state_dir: Path) -> list[ServiceStatus]:
+    state = StackState.load(state_dir)
+    if state is None:
+        return []
+    return [ServiceStatus(s.name, s.pid, process_alive(s.pid), s.url,
+                          health_status(s.health) if s.health and process_alive(s.pid) else None)
+            for s in state.services]
+
+
+def stop_stack(state_dir: Path, timeout: float = 20.0, say: Callable[[str], None] = print) -> list[str]:
+    """Stop exactly the recorded services (newest first): SIGTERM to each process group, then SIGKILL
+    for whatever is still there after ``timeout``. The names stopped."""
+    state = StackState.load(state_dir)
+    if state is None:
+        return []
+    stopped = []
+    for service in reversed(state.services):
+        if not process_alive(service.pid):
+            continue
+        _signal_group(service.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while process_alive(service.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_alive(service.pid):  # `prefect worker start` survives the first SIGTERM
+            say(f"{service.name} (pid {service.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
+            _signal_group(service.pid, signal.SIGKILL)
+            while process_alive(service.pid):
+                time.sleep(0.05)
+        _signal_group(service.pid, signal.SIGKILL)  # children left in its group (flow runs, uvicorn workers)
+        stopped.append(service.name)
+    (state_dir / "stack.json").rename(state_dir / "stack.stopped.json")
+    return stopped
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)  # each service leads its own session, so its group id is its pid
+    except ProcessLookupError:
+        pass

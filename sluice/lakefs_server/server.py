@@ -12,7 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from .app import Credentials, create_app
+from .api.auth import Credentials
+from .app import create_app
 
 log = logging.getLogger("sluice.lakefs")
 

@@ -13,7 +13,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from .errors import APIError
-from .store import MetadataStore, ObjectEntry, ResolvedRef
+from .metadata.records import ObjectEntry, ResolvedRef
+from .metadata.store import MetadataStore
 
 _STYLE = ("body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse}"
           "td,th{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}code{font-size:.9em}")

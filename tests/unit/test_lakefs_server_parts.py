@@ -12,7 +12,8 @@ from sluice.lakefs_server.actions import ActionFileError, HookEvent, parse_actio
 from sluice.lakefs_server.blobs import BlobStore
 from sluice.lakefs_server.errors import BadRequest
 from sluice.lakefs_server.refs import RefExpression, parse_ref
-from sluice.lakefs_server.store import MetadataStore, ObjectEntry, ResolvedRef
+from sluice.lakefs_server.metadata.records import ObjectEntry, ResolvedRef
+from sluice.lakefs_server.metadata.store import MetadataStore
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,12 @@
 """Serving: an OpenAI-compatible server for ``models:/<registry.model_name>@<serving.alias>``
 that follows the alias (``sluice serve``).
 
-- :mod:`sluice.serving.app` — the HTTP app (``create_app``, ``run``);
+- :mod:`sluice.serving.app` — the HTTP app (``create_app``) and what it answers;
+- :mod:`sluice.serving.api` — OpenAI's request and error shapes, reading bodies;
+- :mod:`sluice.serving.routes` — the endpoints; :mod:`sluice.serving.generation` —
+  the generation path behind the two completion endpoints;
+- :mod:`sluice.serving.state` — the running server's parts (``ServingState``);
+- :mod:`sluice.serving.server` — the listening socket, API keys, ``run()``;
 - :mod:`sluice.serving.engine` — the model and dynamic batching;
 - :mod:`sluice.serving.model_source` — alias lookup, download, the watcher;
 - :mod:`sluice.serving.feedback` — feedback store and preference pairs;
@@ -26,8 +31,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sluice.config import SluiceConfig
-    from sluice.serving.app import ServingState
+    from sluice.core.config import SluiceConfig
+    from sluice.serving.state import ServingState
 
 __all__ = ["ServingHandle", "request_reload"]
 
@@ -39,7 +44,7 @@ def request_reload(url: str, api_key: str | None = None, timeout: float = 300) -
     import httpx
 
     if api_key is None:
-        from sluice.serving.app import api_keys_from_environment
+        from sluice.serving.server import api_keys_from_environment
 
         keys = api_keys_from_environment()
         api_key = keys[0] if keys else None
@@ -75,7 +80,7 @@ class ServingHandle:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the server is not started")
-        from sluice.serving.app import url_of
+        from sluice.serving.server import url_of
 
         return url_of(self.host, self.port)
 
@@ -87,7 +92,8 @@ class ServingHandle:
     def start(self, timeout: float = 60) -> ServingHandle:
         import uvicorn
 
-        from sluice.serving.app import bind, create_app
+        from sluice.serving.app import create_app
+        from sluice.serving.server import bind
 
         self.app = create_app(self.config, host=self.host, api_keys=self.api_keys)
         sock = bind(self.host, self.requested_port)

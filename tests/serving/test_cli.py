@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.serving.app import ServingError, create_app
+from sluice.serving.app import create_app
+from sluice.serving.server import ServingError
 from tests.serving.conftest import Registry
 
 SLUICE = [sys.executable, "-m", "sluice"]

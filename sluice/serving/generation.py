@@ -1,0 +1,258 @@
+"""The generation path behind ``/v1/chat/completions`` and ``/v1/completions``: checking a
+request against the server's limits, tokenizing its prompt, handing it to the engine, and
+answering in OpenAI's shapes — one JSON body, or Server-Sent Events ending with ``data: [DONE]``.
+
+The engine works on its own thread and reports each request's events (started, text, finished,
+failed) through a callback; here they land in an asyncio queue that the answer reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from sluice.serving.api import ApiError, GenerationBody, version_headers
+from sluice.serving.engine import (
+    Delta,
+    EngineStopped,
+    Event,
+    Failed,
+    Finished,
+    GenerationRequest,
+    LoadedModel,
+    PromptTooLong,
+    Started,
+)
+from sluice.serving.state import ServingState
+
+MAX_STOP_SEQUENCES = 4
+Kind = Literal["chat", "completion"]
+
+
+# ------------------------------------------------------------------ before the engine
+
+
+def _served_model(state: ServingState) -> LoadedModel:
+    """The model served now; 503 (retry after the alias's next check) while there is none."""
+    model = state.engine.model
+    if model is None:
+        raise ApiError(503, state.not_ready(), type="server_error", code="model_not_ready",
+                       headers={"Retry-After": str(max(1, int(state.config.serving.watch_seconds)))})
+    return model
+
+
+def _check_limits(state: ServingState, body: GenerationBody, max_tokens: int | None,
+                  param: str) -> tuple[int, list[str]]:
+    """The request's max_tokens (the configured default if it names none) and its stop sequences,
+    once the fields both endpoints share are within what this server serves and allows."""
+    serving, name = state.config.serving, state.model_name
+    if body.model and body.model not in (name, f"{name}@{serving.alias}", state.uri):
+        raise ApiError(404, f"model {body.model!r} is not served here; this server serves {name!r} "
+                            f"({state.uri})", param="model", code="model_not_found")
+    if body.n not in (None, 1):
+        raise ApiError(400, f"n={body.n} is not supported: this server returns one choice per request (n=1)",
+                       param="n", code="invalid_value")
+    if max_tokens is not None and max_tokens > serving.max_tokens_limit:
+        raise ApiError(400, f"{param}={max_tokens} is more than this server allows "
+                            f"({serving.max_tokens_limit}, serving.max_tokens_limit)", param=param,
+                       code="invalid_value")
+    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise ApiError(400, f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stops)}", param="stop",
+                       code="invalid_value")
+    chosen = max_tokens if max_tokens is not None else min(serving.default_max_tokens, serving.max_tokens_limit)
+    return chosen, [s for s in stops if s]
+
+
+async def _tokenize(state: ServingState, model: LoadedModel, prompt: list[dict[str, str]] | str, max_tokens: int,
+                    param: str) -> list[int]:
+    """The prompt's token ids with ``model``; 400 if they and ``max_tokens`` do not fit."""
+    serving = state.config.serving
+    try:
+        ids = await asyncio.to_thread(model.encode, prompt)
+    except Exception as error:  # e.g. the chat template rejects the roles' order
+        raise ApiError(400, f"cannot apply model version {model.version}'s chat template: {error}",
+                       param=param, code="invalid_value") from None
+    if len(ids) > serving.max_prompt_tokens:
+        raise ApiError(400, f"the prompt is {len(ids)} tokens long; this server accepts at most "
+                            f"{serving.max_prompt_tokens} (serving.max_prompt_tokens)", param=param,
+                       code="context_length_exceeded")
+    if len(ids) + max_tokens > model.context_length:
+        raise ApiError(400, f"the prompt ({len(ids)} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                            f"model's context of {model.context_length} tokens", param=param,
+                       code="context_length_exceeded")
+    return ids
+
+
+def _api_error_for(error: BaseException) -> ApiError:
+    """What the client is told when generation fails."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, PromptTooLong):
+        return ApiError(400, str(error), code="context_length_exceeded")
+    if isinstance(error, EngineStopped):
+        return ApiError(503, str(error), type="server_error", code="shutting_down")
+    return ApiError(500, f"generation failed: {type(error).__name__}: {error}", type="server_error")
+
+
+# ------------------------------------------------------------------ through the engine
+
+
+async def generate(state: ServingState, *, kind: Kind, endpoint: str, prompt: list[dict[str, str]] | str,
+                   body: GenerationBody, requested_max_tokens: int | None, max_tokens_param: str,
+                   arrived: float) -> Response:
+    """Check the request against the server's limits, tokenize its prompt for the model served now,
+    queue it on the engine and answer once it starts: the whole completion, or a stream."""
+    max_tokens, stops = _check_limits(state, body, requested_max_tokens, max_tokens_param)
+    model = _served_model(state)
+    prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
+    events, emit = _event_queue()
+    temperature = 1.0 if body.temperature is None else body.temperature
+    top_p = 1.0 if body.top_p is None else body.top_p
+    request = GenerationRequest(prompt=prompt, max_tokens=max_tokens, emit=emit, temperature=temperature,
+                                top_p=top_p, stop=stops, seed=body.seed, stream=bool(body.stream),
+                                prompt_ids=prompt_ids, encoded_by=model.version, arrived=arrived)
+    params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stops,
+              "seed": body.seed}
+    try:
+        state.engine.submit(request)
+    except EngineStopped as error:
+        raise _api_error_for(error) from None
+    first = await events.get()
+    if isinstance(first, Failed):
+        raise _api_error_for(first.error)
+    assert isinstance(first, Started)
+    answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params, arrived=arrived,
+                     request=request, events=events, version=first.version)
+    if not body.stream:
+        return await answer.whole()
+    return answer.streamed(include_usage=bool(body.stream_options and body.stream_options.include_usage))
+
+
+def _event_queue() -> tuple[asyncio.Queue[Event], Callable[[Event], None]]:
+    """A queue on the running event loop, and the callback the engine's thread fills it with."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def emit(event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    return events, emit
+
+
+# ------------------------------------------------------------------ the answer
+
+
+@dataclass
+class _Answer:
+    """One started generation, answered in OpenAI's shape for its ``kind``."""
+
+    state: ServingState
+    kind: Kind
+    endpoint: str
+    prompt: list[dict[str, str]] | str
+    params: dict[str, Any]
+    arrived: float
+    request: GenerationRequest
+    events: asyncio.Queue[Event]
+    version: str  # the one that started it: a swap never splits a request
+    response_id: str = field(init=False)
+    created: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        prefix = "chatcmpl" if self.kind == "chat" else "cmpl"
+        self.response_id, self.created = f"{prefix}-{uuid.uuid4().hex}", int(time.time())
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.state.model_name}-v{self.version}"
+
+    async def whole(self) -> JSONResponse:
+        while True:
+            event = await self.events.get()
+            if isinstance(event, Failed):
+                raise _api_error_for(event.error)
+            if isinstance(event, Finished):
+                break
+        done = event
+        self._count(done)
+        await self._save(done, stream=False)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": done.text}, "logprobs": None,
+             "finish_reason": done.finish_reason} if self.kind == "chat" else
+            {"index": 0, "text": done.text, "logprobs": None, "finish_reason": done.finish_reason})
+        return JSONResponse({"id": self.response_id, "object": "chat.completion" if self.kind == "chat" else
+                             "text_completion", "created": self.created, "model": self.state.model_name,
+                             "system_fingerprint": self.fingerprint, "choices": [choice], "usage": _usage(done)},
+                            headers=version_headers(done.version))
+
+    def streamed(self, include_usage: bool) -> StreamingResponse:
+        return StreamingResponse(self._events_as_sse(include_usage), media_type="text/event-stream",
+                                 headers={**version_headers(self.version), "Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    async def _events_as_sse(self, include_usage: bool) -> AsyncIterator[str]:
+        finished = False
+        try:
+            if self.kind == "chat":
+                yield self._chunk(None, role=True)
+            while True:
+                event = await self.events.get()
+                if isinstance(event, Delta):
+                    yield self._chunk(event.text)
+                elif isinstance(event, Finished):
+                    finished = True
+                    self._count(event)
+                    yield self._chunk(None, finish_reason=event.finish_reason)
+                    if include_usage:
+                        data = {**self._chunk_fields(), "choices": [], "usage": _usage(event)}
+                        yield f"data: {json.dumps(data)}\n\n"
+                    await self._save(event, stream=True)
+                    yield "data: [DONE]\n\n"
+                    return
+                elif isinstance(event, Failed):
+                    finished = True
+                    yield f"data: {json.dumps(_api_error_for(event.error).body())}\n\n"
+                    yield "data: [DONE]\n\n"
+                    return
+        finally:
+            if not finished:
+                self.request.cancelled = True  # the client went away: its row leaves the batch
+
+    def _chunk_fields(self) -> dict[str, Any]:
+        return {"id": self.response_id, "object": "chat.completion.chunk" if self.kind == "chat" else
+                "text_completion", "created": self.created, "model": self.state.model_name,
+                "system_fingerprint": self.fingerprint}
+
+    def _chunk(self, text: str | None, finish_reason: str | None = None, role: bool = False) -> str:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else (
+                {"content": text} if text is not None else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        data = {**self._chunk_fields(), "choices": [choice]}
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    def _count(self, done: Finished) -> None:
+        self.state.telemetry.prompt_tokens.inc(done.prompt_tokens)
+        self.state.telemetry.completion_tokens.inc(done.completion_tokens)
+
+    async def _save(self, done: Finished, stream: bool) -> None:
+        await asyncio.to_thread(self.state.record_answer, response_id=self.response_id, endpoint=self.endpoint,
+                                kind=self.kind, prompt=self.prompt, done=done, arrived=self.arrived,
+                                stream=stream, params=self.params)
+
+
+def _usage(done: Finished) -> dict[str, int]:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens}

@@ -14,18 +14,12 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from sluice import cleaning
-from sluice.cleaning import (
-    PII_PATTERNS,
-    count_pii,
-    count_tokens,
-    lsh_parameters,
-    minhash_signatures,
-    near_duplicates,
-    normalize_text,
-    redact_pii,
-    stable_ids,
-)
+from sluice.core.data.cleaning import arrays, tokens
+from sluice.core.data.cleaning.dedup import lsh_parameters, near_duplicates, stable_ids
+from sluice.core.data.cleaning.minhash import minhash_signatures
+from sluice.core.data.cleaning.pii import PII_PATTERNS, count_pii, redact_pii
+from sluice.core.data.cleaning.text import normalize_text
+from sluice.core.data.cleaning.tokens import count_tokens
 
 # ---------------------------------------------------------------------------------------------
 # normalize_text
@@ -344,7 +338,7 @@ def test_results_do_not_depend_on_the_number_of_threads(monkeypatch):
     rows = pa.array([row(i) for i in range(140_001)])
     results = []
     for threads in (1, 3):
-        monkeypatch.setattr(cleaning, "THREADS", threads)
+        monkeypatch.setattr(arrays, "THREADS", threads)
         text = normalize_text(rows)
         sig = minhash_signatures(text)
         results.append((text, count_tokens(text), sig, near_duplicates(sig, 0.7)))
@@ -494,7 +488,7 @@ def test_hugging_face_tokenizer_from_a_local_directory(tmp_path):
     with_special = PreTrainedTokenizerFast.from_pretrained(tmp_path)("the sluice opens")["input_ids"]
     assert len(with_special) == 5  # [CLS] and [SEP] are added by default, and not counted above
     assert counts.tolist() == counts[:4].tolist() * 1500
-    assert cleaning._hf_tokenizer.cache_info().currsize >= 1  # loaded once, then cached
+    assert tokens._hf_tokenizer.cache_info().currsize >= 1  # loaded once, then cached
 
 
 def test_many_copies_of_one_text_are_handled_by_their_first_occurrence():

@@ -108,6 +108,36 @@ def health_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Variables:
+    """The stack's environment variables, by the system they point at; each process gets the groups it needs."""
+
+    url: dict[str, str]  # service name -> its loopback base URL
+    base: dict[str, str]  # every process
+    lake: dict[str, str]  # LAKECTL_*: the embedded lakeFS and its credentials
+    prefect: dict[str, str]  # PREFECT_API_URL
+    mlflow: dict[str, str]  # MLFLOW_TRACKING_URI
+    serving: dict[str, str]  # the serving endpoint's URL and API key
+    prefect_client: dict[str, str]  # Prefect clients (CLI, worker, bridge): base, PREFECT_API_URL, their own home
+
+    @classmethod
+    def for_stack(cls, url: dict[str, str], key: str, secret: str, serving_api_key: str,
+                  state_dir: Path) -> _Variables:
+        base = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                "SLUICE_ENV": "", "PYTHONUNBUFFERED": "1"}
+        prefect = {"PREFECT_API_URL": f"{url['prefect']}/api"}
+        return cls(
+            url=url,
+            base=base,
+            lake={"LAKECTL_SERVER_ENDPOINT_URL": url["lakefs"], "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key,
+                  "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret},
+            prefect=prefect,
+            mlflow={"MLFLOW_TRACKING_URI": url["mlflow"]},
+            serving={"SLUICE_SERVING_URL": url["serving"], "SLUICE_SERVING_API_KEYS": serving_api_key},
+            prefect_client={**base, **prefect, "PREFECT_HOME": str(state_dir / "prefect-client")},
+        )
+
+
 class Stack:
     """Starts the services one by one, recording each as soon as it runs, so that a failure half-way
     still leaves ``sluice down`` able to stop what did start."""
@@ -161,6 +191,28 @@ class Stack:
         from sluice.shell.local_lakefs import load_or_create_credentials
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        config_file = self._write_stack_config()
+        tokens = self._stack_secrets()
+        url = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
+        key, secret = load_or_create_credentials(self.state_dir / "lakefs")
+        variables = _Variables.for_stack(url, key, secret, tokens["serving_api_key"], self.state_dir)
+        self.state.env = {**variables.lake, **variables.prefect, **variables.mlflow, **variables.serving,
+                          "SLUICE_BRIDGE_URL": url["bridge"], "SLUICEGATE_HOME": str(PROJECT_ROOT),
+                          "SLUICE_STACK_CONFIG": str(config_file)}
+
+        self._start_servers(variables, tokens)
+        self._start_worker_bridge_and_serving(variables, tokens, config_file)
+        self.say("deploying prefect.yaml …")
+        self._run([_bin("prefect"), "--no-prompt", "deploy", "--all"],
+                  {**variables.prefect_client, "SLUICEGATE_HOME": str(PROJECT_ROOT)}, "prefect deploy --all")
+        set_deployment_config(self.config, variables.prefect["PREFECT_API_URL"])
+        self.say(f"installing the bridge's lakeFS action in {self.config.lakefs.repository} …")
+        install_bridge_action(self.config, variables.lake, url["bridge"])
+        self.state.save()
+        return self.state
+
+    def _write_stack_config(self) -> Path:
+        """The resolved config every service and deployment uses, written to ``<state dir>/config.yaml``."""
         # the serving endpoint's state (and feedback store) and the bridge's ledger live with the stack, and the
         # deployments (export-feedback) find them there too
         self.config = self.config.model_copy(update={
@@ -168,28 +220,23 @@ class Stack:
                                                               "watch_seconds": 2.0}),
             "bridge": self.config.bridge.model_copy(update={"state_file": self.state_dir / "bridge" / "emitted.db",
                                                             "reconcile_seconds": 10.0})})
-        config_file = self.state_dir / "config.yaml"  # the resolved config every service and deployment uses
+        config_file = self.state_dir / "config.yaml"
         config_file.write_text(config_to_yaml(self.config))
+        return config_file
+
+    def _stack_secrets(self) -> dict[str, str]:
+        """The bridge's shared token and the serving API key: made on the first ``up``, kept for the next."""
         secrets_file = self.state_dir / "secrets.json"
         if not secrets_file.exists():
             secrets_file.write_text(json.dumps({"bridge_token": secrets.token_urlsafe(24),
                                                 "serving_api_key": "sk-sluice-" + secrets.token_urlsafe(18)}))
             secrets_file.chmod(0o600)
-        tokens = json.loads(secrets_file.read_text())
-        url = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
-        key, secret = load_or_create_credentials(self.state_dir / "lakefs")
-        base = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                "SLUICE_ENV": "", "PYTHONUNBUFFERED": "1"}
-        lake = {"LAKECTL_SERVER_ENDPOINT_URL": url["lakefs"], "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key,
-                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret}
-        prefect = {"PREFECT_API_URL": f"{url['prefect']}/api"}
-        mlflow = {"MLFLOW_TRACKING_URI": url["mlflow"]}
-        serving = {"SLUICE_SERVING_URL": url["serving"], "SLUICE_SERVING_API_KEYS": tokens["serving_api_key"]}
-        self.state.env = {**lake, **prefect, **mlflow, **serving, "SLUICE_BRIDGE_URL": url["bridge"],
-                          "SLUICEGATE_HOME": str(PROJECT_ROOT), "SLUICE_STACK_CONFIG": str(config_file)}
-        sluice = [sys.executable, "-m", "sluice"]
-        with_config = ["-c", str(config_file)]
+        return json.loads(secrets_file.read_text())
 
+    def _start_servers(self, variables: _Variables, tokens: Mapping[str, str]) -> None:
+        """lakeFS, MLflow and the Prefect server (what the rest needs), started together, then awaited."""
+        base, lake, url = variables.base, variables.lake, variables.url
+        sluice = [sys.executable, "-m", "sluice"]
         self.say("starting lakeFS (embedded) …")
         lakefs = self._spawn("lakefs", [*sluice, "lakefs", "serve", "--data-dir", str(self.state_dir / "lakefs"),
                                         "--port", str(self.ports["lakefs"])],
@@ -211,7 +258,12 @@ class Stack:
         for service, timeout in ((lakefs, 30), (mlflow_server, 90), (prefect_server, 90)):
             self._wait_healthy(service, timeout)
 
-        client_env = {**base, **prefect, "PREFECT_HOME": str(self.state_dir / "prefect-client")}
+    def _start_worker_bridge_and_serving(self, variables: _Variables, tokens: Mapping[str, str],
+                                         config_file: Path) -> None:
+        """The work pool and its worker, the event bridge and the serving endpoint (all need the servers)."""
+        client_env, lake, mlflow, serving, url = (variables.prefect_client, variables.lake, variables.mlflow,
+                                                  variables.serving, variables.url)
+        sluice, with_config = [sys.executable, "-m", "sluice"], ["-c", str(config_file)]
         self.say(f"creating the work pool {WORK_POOL} …")
         self._run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
                   client_env, "creating the work pool")
@@ -224,21 +276,12 @@ class Stack:
                              {**client_env, **lake, "SLUICE_BRIDGE_TOKEN": tokens["bridge_token"]},
                              url["bridge"], f"{url['bridge']}/health")
         serve = self._spawn("serving", [*sluice, "serve", "--port", str(self.ports["serving"]), *with_config],
-                            {**base, **mlflow, **serving}, url["serving"], f"{url['serving']}/health")
+                            {**variables.base, **mlflow, **serving}, url["serving"], f"{url['serving']}/health")
         self._wait_healthy(bridge, 60)
         self._wait_healthy(serve, 90, ok=(200, 503))  # 503: up, waiting for a first @champion
         time.sleep(0.5)
         if not process_alive(worker.pid):
             raise StackError(f"the worker exited; its log ({worker.log}) ends:\n{_tail(worker.log)}")
-
-        self.say("deploying prefect.yaml …")
-        self._run([_bin("prefect"), "--no-prompt", "deploy", "--all"],
-                  {**client_env, "SLUICEGATE_HOME": str(PROJECT_ROOT)}, "prefect deploy --all")
-        set_deployment_config(self.config, prefect["PREFECT_API_URL"])
-        self.say(f"installing the bridge's lakeFS action in {self.config.lakefs.repository} …")
-        install_bridge_action(self.config, lake, url["bridge"])
-        self.state.save()
-        return self.state
 
 
 def set_deployment_config(config: SluiceConfig, api_url: str) -> None:

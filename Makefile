@@ -23,10 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/sluice demo
 
+# lint-imports: the layer rules in pyproject.toml ([tool.importlinter]); a broken one fails the run.
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow"
 
 benchmarks: install

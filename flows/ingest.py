@@ -23,9 +23,8 @@ from sluice.core.data.audit import ValidatedBatch
 from sluice.core.data.batch import Batch, IngestRejected, IngestResult, audit_destinations, raw_destinations
 from sluice.core.data.contracts import Contract
 from sluice.core.data.kinds import DatasetKind
-from sluice.core.data.readers import InputError
 from sluice.core.data.prepare import PreparedBatch
-from sluice.core.data.readers import SourceFile
+from sluice.core.data.readers import InputError, SourceFile
 from sluice.core.data.reports import rejection_message
 from sluice.core.lake.records import CommitRef
 from tasks import current_flow_run

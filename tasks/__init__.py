@@ -5,7 +5,13 @@ short and returns a small typed record."""
 
 from __future__ import annotations
 
+from prefect.cache_policies import NO_CACHE
+
 from sluice.core.lineage import FlowRun
+
+# Run every time, never answered from Prefect's cache (a task's inputs do not say whether the world
+# changed). Retries are added only on idempotent I/O: see tasks/lakefs.py.
+UNCACHED = {"cache_policy": NO_CACHE}
 
 
 def current_flow_run() -> FlowRun:

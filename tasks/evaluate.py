@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from sluice.core.config import EvaluationConfig
 from sluice.core.evaluation import compare, run
 from sluice.core.evaluation.results import EvaluatedModel
 from sluice.core.lake.published import PublishedData
 from sluice.core.registry.tracking import TrackingTarget, config_hash
-from tasks import current_flow_run
+from tasks import UNCACHED, current_flow_run
 
 
 def _evaluation_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -33,4 +32,4 @@ def evaluate_model(label: str, model_dir: str, model_identity: str, data: Publis
                               version=version, training_run_id=training_run_id, logger=get_run_logger())
 
 
-compare_models = task(compare.compare_models, name="compare-models", cache_policy=NO_CACHE)
+compare_models = task(compare.compare_models, name="compare-models", **UNCACHED)

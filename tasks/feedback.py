@@ -6,20 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from sluice.core.data import feedback
 from sluice.serving import feedback as serving_feedback
+from tasks import UNCACHED
 
-LOCAL = {"cache_policy": NO_CACHE}
 
-
-@task(name="collect-preference-pairs", **LOCAL)
+@task(name="collect-preference-pairs", **UNCACHED)
 def collect_preference_pairs(feedback_db: str) -> list[dict]:
     if not Path(feedback_db).exists():
         raise FileNotFoundError(f"no feedback store at {feedback_db}: is serving.state_dir the serving endpoint's?")
     return serving_feedback.preference_pairs(feedback_db)
 
 
-write_preference_file = task(feedback.write_preference_file, name="write-preference-file", **LOCAL)
-mark_feedback_exported = task(serving_feedback.mark_exported, name="mark-feedback-exported", **LOCAL)
+write_preference_file = task(feedback.write_preference_file, name="write-preference-file", **UNCACHED)
+mark_feedback_exported = task(serving_feedback.mark_exported, name="mark-feedback-exported", **UNCACHED)

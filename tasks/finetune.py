@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from sluice.core.config import TrainingConfig
 from sluice.core.lake.published import PublishedData
@@ -17,18 +16,16 @@ from sluice.core.training.base_model import check_base_model
 from sluice.core.training.results import TrainingResult
 from sluice.core.training.run import key_of, train_or_reuse
 from sluice.core.training.tiny_model import ensure_tiny_model
-from tasks import current_flow_run
-
-LOCAL = {"cache_policy": NO_CACHE}
+from tasks import UNCACHED, current_flow_run
 
 
-@task(name="describe-base-model", **LOCAL)
+@task(name="describe-base-model", **UNCACHED)
 def describe_base_model(base_model: str) -> str:
     """The base model's fingerprint; a clear error if it is not there."""
     return check_base_model(base_model)
 
 
-@task(name="ensure-tiny-base-model", **LOCAL)
+@task(name="ensure-tiny-base-model", **UNCACHED)
 def ensure_tiny_base_model(base_model: str, demo_source: str) -> str:
     """The demo's base model is the tiny one, built offline from the demo text when it is missing."""
     built = ensure_tiny_model(base_model, demo_source)
@@ -51,7 +48,7 @@ def train_model(training: TrainingConfig, target: TrackingTarget, data: Publishe
     return train_or_reuse(training, target, data, base_fingerprint, current_flow_run(), get_run_logger())
 
 
-@task(name="download-training-model", **LOCAL)
+@task(name="download-training-model", **UNCACHED)
 def download_training_model(training: TrainingResult, target: TrackingTarget, into: str) -> str:
     """The training run's merged model in a local folder."""
     return download_run_model(target, training.run_id, into)

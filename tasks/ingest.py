@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from sluice.core.config import CleaningConfig, ContractsConfig
@@ -16,23 +15,22 @@ from sluice.core.data.audit import ValidatedBatch, audit_batch
 from sluice.core.data.contracts import Contract, contract_path, load_contract
 from sluice.core.data.prepare import PreparedBatch, prepare_batch
 from sluice.core.data.readers import SourceFile, discover
+from tasks import UNCACHED
 
-LOCAL = {"cache_policy": NO_CACHE}  # local work: a failure will not change by retrying
 
-
-@task(name="load-contract", **LOCAL)
+@task(name="load-contract", **UNCACHED)
 def load_kind_contract(kind: str, contracts: ContractsConfig) -> Contract:
     return load_contract(contract_path(contracts.directory, kind))
 
 
-@task(name="find-source-files", **LOCAL)
+@task(name="find-source-files", **UNCACHED)
 def find_source_files(source: str) -> list[SourceFile]:
     files = discover(source)
     get_run_logger().info("%d file(s) to ingest from %s", len(files), source)
     return files
 
 
-@task(name="prepare-batch", **LOCAL)
+@task(name="prepare-batch", **UNCACHED)
 def prepare(files: list[SourceFile], kind: str, cleaning: CleaningConfig, work_dir: str, *, source_name: str,
             chunk_rows: int, contract: Contract, published_ids: set[str]) -> PreparedBatch:
     """Read, clean and deduplicate the batch (rows already in ``main`` count as duplicates)."""
@@ -48,7 +46,7 @@ def prepare(files: list[SourceFile], kind: str, cleaning: CleaningConfig, work_d
     return prepared
 
 
-@task(name="validate-batch", **LOCAL)
+@task(name="validate-batch", **UNCACHED)
 def validate(prepared: PreparedBatch, contract: Contract, overlap_keys: set[str], *, data_docs: bool,
              work_dir: str) -> ValidatedBatch:
     """Run the contract with Great Expectations; split valid from invalid rows."""
@@ -59,7 +57,7 @@ def validate(prepared: PreparedBatch, contract: Contract, overlap_keys: set[str]
     return validated
 
 
-@task(name="clean-up-work-dir", **LOCAL)
+@task(name="clean-up-work-dir", **UNCACHED)
 def remove_work_dir(work_dir: str) -> None:
     """Scratch space goes once its files are in lakeFS."""
     if Path(work_dir).exists():

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from sluice.core.lake import operations as lake
 from sluice.core.lake import published
 from sluice.core.lake.client import LakeFSUnavailable
 from sluice.core.lake.published import PublishedData
+from tasks import UNCACHED
 
 
 def _retry_if_unreachable(task: Any, task_run: Any, state: Any) -> bool:
@@ -31,17 +31,16 @@ def _retry_if_unreachable(task: Any, task_run: Any, state: Any) -> bool:
 
 
 IDEMPOTENT = {"retries": 3, "retry_delay_seconds": [1, 2, 4], "retry_condition_fn": _retry_if_unreachable,
-              "cache_policy": NO_CACHE}
-NOT_RETRIED = {"cache_policy": NO_CACHE}
+              **UNCACHED}
 
 ensure_repository = task(lake.ensure_repository, name="ensure-repository", **IDEMPOTENT)
 create_branch = task(lake.create_branch, name="create-branch", **IDEMPOTENT)
 upload_files = task(lake.upload_files, name="upload-files", **IDEMPOTENT)
 write_dataframe = task(lake.write_dataframe, name="write-dataframe", **IDEMPOTENT)
 uncommitted_changes = task(lake.uncommitted_changes, name="uncommitted-changes", **IDEMPOTENT)
-commit_branch = task(lake.commit_branch, name="commit-branch", **NOT_RETRIED)
+commit_branch = task(lake.commit_branch, name="commit-branch", **UNCACHED)
 diff_refs = task(lake.diff_refs, name="diff-refs", **IDEMPOTENT)
-merge_branch = task(lake.merge_branch, name="merge-branch", **NOT_RETRIED)
+merge_branch = task(lake.merge_branch, name="merge-branch", **UNCACHED)
 delete_branch = task(lake.delete_branch, name="delete-branch", **IDEMPOTENT)
 tag_commit = task(lake.tag_commit, name="tag-commit", **IDEMPOTENT)
 resolve_commit = task(lake.resolve_commit, name="resolve-commit", **IDEMPOTENT)

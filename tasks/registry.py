@@ -8,32 +8,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from sluice.core.config import RegistryConfig
 from sluice.core.promotion.aliases import AliasMove, apply_promotion, apply_rollback
 from sluice.core.registry.client import ModelRegistry, ModelVersionRef
 from sluice.core.registry.tracking import TrackingTarget, tracking_target
-from tasks import current_flow_run
+from tasks import UNCACHED, current_flow_run
 
-LOCAL = {"cache_policy": NO_CACHE}
-
-resolve_tracking_target = task(tracking_target, name="resolve-tracking-target", **LOCAL)
+resolve_tracking_target = task(tracking_target, name="resolve-tracking-target", **UNCACHED)
 
 
-@task(name="find-alias-version", **LOCAL)
+@task(name="find-alias-version", **UNCACHED)
 def alias_version(target: TrackingTarget, registry: RegistryConfig, alias: str) -> str | None:
     """The version an alias points at; None when there is none."""
     return ModelRegistry(target, registry.model_name).alias_version(alias)
 
 
-@task(name="describe-model-version", **LOCAL)
+@task(name="describe-model-version", **UNCACHED)
 def version_identity(target: TrackingTarget, registry: RegistryConfig, version: str) -> str:
     """What a version is (its training run), so that it is evaluated once per data commit."""
     return ModelRegistry(target, registry.model_name).identity(version)
 
 
-@task(name="register-model-version", **LOCAL)
+@task(name="register-model-version", **UNCACHED)
 def register_model_version(target: TrackingTarget, registry: RegistryConfig, training_run_id: str,
                            lineage: dict[str, str], data_commit: str) -> ModelVersionRef:
     """Register the training run's merged model, once (a rerun finds the version)."""
@@ -44,18 +41,18 @@ def register_model_version(target: TrackingTarget, registry: RegistryConfig, tra
     return version
 
 
-@task(name="download-model-version", **LOCAL)
+@task(name="download-model-version", **UNCACHED)
 def download_model_version(target: TrackingTarget, registry: RegistryConfig, version: str, into: str) -> str:
     """The version's model files in a local folder (for evaluation)."""
     return str(ModelRegistry(target, registry.model_name).download(version, Path(into)))
 
 
-@task(name="tag-version", **LOCAL)
+@task(name="tag-version", **UNCACHED)
 def tag_version(target: TrackingTarget, registry: RegistryConfig, version: str, tags: dict[str, str]) -> None:
     ModelRegistry(target, registry.model_name).tag(version, tags)
 
 
-@task(name="move-aliases", **LOCAL)
+@task(name="move-aliases", **UNCACHED)
 def promote_version(target: TrackingTarget, registry: RegistryConfig, version: str,
                     evidence: dict) -> list[AliasMove]:
     """@champion → version, the old champion → @previous; each move recorded."""
@@ -63,7 +60,7 @@ def promote_version(target: TrackingTarget, registry: RegistryConfig, version: s
                            get_run_logger())
 
 
-@task(name="roll-back", **LOCAL)
+@task(name="roll-back", **UNCACHED)
 def roll_back(target: TrackingTarget, registry: RegistryConfig, reason: str) -> list[AliasMove]:
     """@champion back to @previous; each move recorded."""
     return apply_rollback(ModelRegistry(target, registry.model_name), reason, current_flow_run(), get_run_logger())

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+
+from tasks import UNCACHED
 
 
-@task(name="reload-serving", cache_policy=NO_CACHE)
+@task(name="reload-serving", **UNCACHED)
 def reload_serving(expected_version: str | None, timeout: float = 300) -> str | None:
     """Ask the endpoint to load the alias's version now; the version it serves afterwards, or None when no
     endpoint is configured or the reload failed (its watcher then swaps within its own interval)."""

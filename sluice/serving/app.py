@@ -23,18 +23,19 @@ it (a swap never splits a request). Errors are OpenAI-shaped:
 This module assembles the app (:func:`create_app`): the server's state, its
 lifespan, the error handlers and the metrics middleware. The request shapes
 are in :mod:`sluice.serving.api`, the endpoints in :mod:`sluice.serving.routes`
-(generation in :mod:`sluice.serving.generation`), and the socket and ``run()``
-in :mod:`sluice.serving.server`.
+(generation in :mod:`sluice.serving.generation`), hosts, keys and the socket in
+:mod:`sluice.serving.server`; :func:`run` serves it under uvicorn (``sluice serve``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from sluice.serving.engine import Engine
 from sluice.serving.feedback import FeedbackStore
 from sluice.serving.model_source import AliasWatcher
 from sluice.serving.routes import ENDPOINTS, open_routes, protected_routes
-from sluice.serving.server import ServingError, api_keys_for
+from sluice.serving.server import ServingError, api_keys_for, bind, url_of
 from sluice.serving.state import ServingState
 from sluice.serving.telemetry import RequestLog, Telemetry
 
@@ -171,3 +172,23 @@ class _MetricsMiddleware:
         finally:
             self.telemetry.requests.labels(endpoint, str(status)).inc()
             self.telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def run(config: SluiceConfig, host: str | None = None, port: int | None = None, *,
+        announce: Callable[[str], None] = print, log_level: str = "warning") -> None:
+    """Serve until interrupted (SIGINT/SIGTERM finish running requests first). ``announce``
+    gets the URL once the socket listens."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = host or config.serving.host
+    port = config.serving.port if port is None else port
+    app = create_app(config, host=host)
+    sock = bind(host, port)
+    url = url_of(host, sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                                           timeout_keep_alive=30))
+    announce(f"serving models:/{config.registry.model_name}@{config.serving.alias} at {url}/v1 "
+             f"(health: {url}/health, metrics: {url}/metrics)")
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled, after shutting down
+        server.run(sockets=[sock])

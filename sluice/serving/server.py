@@ -1,5 +1,5 @@
-"""Running the server: where it may listen, the listening socket, its URL, the API keys from
-the environment, and :func:`run` (``sluice serve``).
+"""Where the server may listen and with which keys: the listening socket, its URL, the API keys
+from the environment (none: loopback only).
 
 This module stays light (no FastAPI or uvicorn at import): :mod:`sluice.serving` imports it for
 the in-process handle, and :mod:`sluice.serving.app` for the rules on hosts and keys.
@@ -7,16 +7,9 @@ the in-process handle, and :mod:`sluice.serving.app` for the rules on hosts and 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import logging
 import os
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sluice.core.config import SluiceConfig
 
 API_KEYS_VARIABLE = "SLUICE_SERVING_API_KEYS"
 
@@ -68,26 +61,3 @@ def bind(host: str, port: int) -> socket.socket:
 def url_of(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-
-
-def run(config: SluiceConfig, host: str | None = None, port: int | None = None, *,
-        announce: Callable[[str], None] = print, log_level: str = "warning") -> None:
-    """Serve until interrupted (SIGINT/SIGTERM finish running requests first). ``announce``
-    gets the URL once the socket listens."""
-    import uvicorn
-
-    # imported here: the app module imports this one (hosts and keys), and this one stays light
-    from sluice.serving.app import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host = host or config.serving.host
-    port = config.serving.port if port is None else port
-    app = create_app(config, host=host)
-    sock = bind(host, port)
-    url = url_of(host, sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                                           timeout_keep_alive=30))
-    announce(f"serving models:/{config.registry.model_name}@{config.serving.alias} at {url}/v1 "
-             f"(health: {url}/health, metrics: {url}/metrics)")
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled, after shutting down
-        server.run(sockets=[sock])

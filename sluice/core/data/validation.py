@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from sluice.core.data.contracts import Check, Contract, OnFailure, compile_checks
 
-Decision = Literal["publish", "publish_with_quarantine", "reject"]
+ContractDecision = Literal["publish", "publish_with_quarantine", "reject"]  # what a contract run decides
 _SAMPLE_IDS = 20  # failing ids kept per rule in the summary (all are in the quarantine file)
 _DOCS_IDS = 200  # failing ids shown per rule in Data Docs
 SITE = "sluicegate"
@@ -48,7 +48,7 @@ class ValidationSummary(BaseModel):
     rows_invalid: int
     rows_published: int
     invalid_fraction: float
-    decision: Decision
+    decision: ContractDecision
     reasons: list[str]  # why the batch was not published as is
     outcomes: list[RuleOutcome]
     dataset_stats: dict[str, int | float]
@@ -70,7 +70,7 @@ class ValidationRun:
 
 def decide_batch(
     on_failure: OnFailure, rows_checked: int, rows_invalid: int, outcomes: list[RuleOutcome]
-) -> tuple[Decision, list[str]]:
+) -> tuple[ContractDecision, list[str]]:
     """Publish, publish without the invalid rows, or reject — and why.
 
     ``fail``: any invalid row rejects. ``quarantine``: invalid rows are set

@@ -4,8 +4,9 @@
    (lakeFS branch names cannot contain ``/``).
 2. Write the raw input as received, the cleaned rows and a manifest to the
    branch, and commit with the flow run's lineage.
-3. Validate the cleaned rows against ``data_contracts/<kind>.yaml`` with
-   Great Expectations.
+3. Validate the cleaned rows against the kind's contract (``<kind>.yaml`` in
+   ``contracts.directory``, ``data_contracts/`` by default) with Great
+   Expectations.
 4. Commit the validation report and Data Docs (and any quarantined rows)
    beside the data. Pass → merge into ``main``. Fail → ``main`` untouched, the
    branch kept for inspection, and the flow fails saying which rules broke,

@@ -43,6 +43,9 @@ def prepare(files: list[SourceFile], kind: str, cleaning: CleaningConfig, work_d
     get_run_logger().info("%s: %d rows read (%s bytes), %d kept; dropped %s; PII redacted %s", kind, report.rows_in,
                           sum(f.size_bytes or 0 for f in files) or None, report.rows_out, report.dropped or "none",
                           report.pii_redacted or "none")
+    if report.unmapped_fields:  # never dropped in silence: they stay in the raw input on the branch
+        get_run_logger().warning("%s: fields no %s shape reads (kept only in the raw input): %s", kind, kind,
+                                 report.unmapped_fields)
     return prepared
 
 

@@ -20,10 +20,12 @@ and of two answers to the same prompt with different ratings the better one is
 *chosen* over the worse. After the rows are committed, :func:`mark_exported`
 records the commit so the same feedback is never exported twice.
 
-The preference kind's prompt is one user turn (training adds its own system
-prompt), so only single-turn chats (an optional system message and one user
-message) and completion prompts become pairs; feedback on longer chats stays
-unexported and is counted in the log.
+The preference kind's prompt is the chat before the answer, so a chat request's
+messages are its prompt as they were sent (system turn and earlier turns
+included: training adds its own system prompt only to a prompt without one),
+and a completion request's prompt text is one user turn. Only a chat that does
+not end with the user's turn (the answer would not follow a question) makes no
+pair; such feedback stays unexported and is counted in the log.
 """
 
 from __future__ import annotations
@@ -125,13 +127,13 @@ class FeedbackStore:
             self._connection.close()
 
 
-def _preference_prompt(endpoint: str, prompt: Any) -> str | None:
-    """The preference kind's prompt for a stored prompt; None for chats it cannot express."""
+def _preference_prompt(endpoint: str, prompt: Any) -> list[dict[str, str]] | str | None:
+    """The preference kind's prompt for a stored prompt: a chat's messages, a
+    completion's text; None for a chat whose last turn is not the user's."""
     if endpoint == "completion":
         return str(prompt)
-    turns = [m for m in prompt if m["role"] != "system"]
-    if len(turns) == 1 and turns[0]["role"] == "user":
-        return str(turns[0]["content"])
+    if prompt and prompt[-1]["role"] == "user":
+        return [{"role": m["role"], "content": m["content"]} for m in prompt]
     return None
 
 
@@ -154,12 +156,13 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
         connection.close()
     pairs: dict[tuple[str, str, str], dict[str, Any]] = {}
     used: set[int] = set()
-    multi_turn = 0
+    not_after_user = 0
 
-    def pair(prompt: str, chosen: str, rejected: str, ids: list[int]) -> None:
+    def pair(prompt: list[dict[str, str]] | str, chosen: str, rejected: str, ids: list[int]) -> None:
         # the same correction sent twice is one preference row carrying both feedback ids, not a duplicate
-        row = pairs.setdefault((prompt, chosen, rejected), {"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                                                            "source": FEEDBACK_SOURCE, "feedback_ids": []})
+        key = (json.dumps(prompt, ensure_ascii=False), chosen, rejected)
+        row = pairs.setdefault(key, {"prompt": prompt, "chosen": chosen, "rejected": rejected,
+                                     "source": FEEDBACK_SOURCE, "feedback_ids": []})
         row["feedback_ids"] = sorted({*row["feedback_ids"], *ids})
         used.update(ids)
 
@@ -168,7 +171,7 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
             continue
         prompt = _preference_prompt(endpoint, json.loads(prompt_json))
         if prompt is None:
-            multi_turn += 1
+            not_after_user += 1
             continue
         pair(prompt, preferred.strip(), completion.strip(), [fid])
 
@@ -193,12 +196,12 @@ def preference_pairs(db_path: Path | str) -> list[dict[str, Any]]:
             continue
         prompt = _preference_prompt(best["endpoint"], json.loads(best["prompt_json"]))
         if prompt is None:
-            multi_turn += 1
+            not_after_user += 1
             continue
         pair(prompt, best["completion"], worst["completion"], sorted(best["ids"] + worst["ids"]))
-    if multi_turn:
-        log.info("%d feedback item(s) on multi-turn chats make no preference rows (the preference kind's prompt "
-                 "is a single user turn)", multi_turn)
+    if not_after_user:
+        log.info("%d feedback item(s) on chats that do not end with the user's turn make no preference rows",
+                 not_after_user)
     return list(pairs.values())
 
 

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.ingest import IngestRejected, ingest
-from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
-from tests.conftest import latest_artifact, unique_name
+from sluice.core.config import ContractsConfig, DataConfig, LakeFSConfig, SluiceConfig
+from tests.conftest import REPO_ROOT, latest_artifact, unique_name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
+DEMO_CONTRACTS = REPO_ROOT / "demo" / "contracts"  # the demo's: its sft contract allows only some sources
 
 
 # ------------------------------------------------------------------ helpers
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
 def _config(tmp_path: Path, repository: str | None = None, **data: object) -> SluiceConfig:
     name = repository or unique_name("ingest")
     return SluiceConfig(lakefs=LakeFSConfig(repository=name, storage_namespace=f"local://{name}"),
-                        data=DataConfig(work_dir=tmp_path / "work", **data))
+                        data=DataConfig(work_dir=tmp_path / "work", **data),
+                        contracts=ContractsConfig(directory=DEMO_CONTRACTS))
 
 
 def _chat(i: int, question: str = "When does it open?") -> dict:
@@ -193,6 +195,8 @@ def test_eval_rows_that_overlap_training_data_are_rejected(tmp_path, lakefs_clie
         ("latin1.jsonl", '{"prompt": "caf\u00e9", "response": "b"}\n'.encode("latin-1"),
          "latin1.jsonl:1: not valid UTF-8 (byte 0xe9)"),
         ("empty.jsonl", b"", "empty input: no rows to ingest"),
+        ("no-shape.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n',
+         "no-shape.jsonl: no row matches a sft shape (fields found: text, label)"),
     ],
 )
 def test_unreadable_input_keeps_the_raw_file_and_names_file_and_line(tmp_path, lakefs_client, name, content,
@@ -347,13 +351,14 @@ def test_sluice_ingest_reports_rejection_with_exit_code_1(tmp_path, lakefs_clien
     name = unique_name("cli")
     source = _jsonl(tmp_path / "bad.jsonl", [{"prompt": i, "response": "x", "source": "demo"} for i in range(12)])
     result = CliRunner().invoke(app, ["ingest", str(source), "--kind", "sft", f"lakefs.repository={name}",
-                                      f"lakefs.storage_namespace=local://{name}", f"data.work_dir={tmp_path}/w"])
+                                      f"lakefs.storage_namespace=local://{name}", f"data.work_dir={tmp_path}/w",
+                                      f"contracts.directory={DEMO_CONTRACTS}"])
     assert result.exit_code == 1, result.output
     assert "REJECTED" in result.output and "every field has its declared type — 12 row(s)" in result.output
 
     good = _jsonl(tmp_path / "good.jsonl", [_chat(i) for i in range(12)])
     published = CliRunner().invoke(app, ["ingest", str(good), "-k", "sft", f"lakefs.repository={name}",
-                                         f"data.work_dir={tmp_path}/w"])
+                                         f"data.work_dir={tmp_path}/w", f"contracts.directory={DEMO_CONTRACTS}"])
     assert published.exit_code == 0, published.output
     assert "publish: published 12 sft rows to main" in published.output
 

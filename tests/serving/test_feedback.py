@@ -70,12 +70,18 @@ def test_feedback_survives_a_restart_and_becomes_preference_rows(registry: Regis
     longer_text = longer["choices"][0]["text"].strip()
     assert short_text != longer_text
     pairs = preference_pairs(db)
-    by_prompt = {p["prompt"]: p for p in pairs}
-    assert set(by_prompt) == {QUESTION, "The keeper of Yewbrook"}  # the multi-turn chat makes no pair
-    assert by_prompt[QUESTION]["chosen"] == "It closes at 20:30."
-    assert by_prompt[QUESTION]["rejected"] == chat["choices"][0]["message"]["content"].strip()
-    assert by_prompt["The keeper of Yewbrook"]["chosen"] == short_text
-    assert by_prompt["The keeper of Yewbrook"]["rejected"] == longer_text
+    by_prompt = {json.dumps(p["prompt"]): p for p in pairs}
+    # a chat's prompt is its messages as sent (system and earlier turns kept), a completion's its text
+    chat_prompt = [{"role": "system", "content": "Answer from the context."}, {"role": "user", "content": QUESTION}]
+    multi_turn_prompt = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                         {"role": "user", "content": QUESTION}]
+    assert set(by_prompt) == {json.dumps(chat_prompt), json.dumps(multi_turn_prompt),
+                              json.dumps("The keeper of Yewbrook")}
+    assert by_prompt[json.dumps(chat_prompt)]["chosen"] == "It closes at 20:30."
+    assert by_prompt[json.dumps(chat_prompt)]["rejected"] == chat["choices"][0]["message"]["content"].strip()
+    assert by_prompt[json.dumps(multi_turn_prompt)]["chosen"] == "Something else"
+    assert by_prompt[json.dumps("The keeper of Yewbrook")]["chosen"] == short_text
+    assert by_prompt[json.dumps("The keeper of Yewbrook")]["rejected"] == longer_text
 
     # the rows read as the canonical preference kind, with no schema errors
     from sluice.core.data.readers import discover, read_source_file
@@ -84,12 +90,29 @@ def test_feedback_survives_a_restart_and_becomes_preference_rows(registry: Regis
     exported.write_text("".join(json.dumps({k: v for k, v in p.items() if k != "feedback_ids"}) + "\n"
                                 for p in pairs))
     table = pa.concat_tables(read_source_file(discover(str(exported))[0], "preference", "feedback", 1000))
-    assert table.num_rows == 2 and table["schema_errors"].null_count == 2
+    assert table.num_rows == 3 and table["schema_errors"].null_count == 3
     assert set(table["source"].to_pylist()) == {"sluice-serve-feedback"}
+    assert sorted(table["prompt"].to_pylist(), key=len) == [
+        [{"role": "user", "content": "The keeper of Yewbrook"}], chat_prompt, multi_turn_prompt]
 
     ids = [i for p in pairs for i in p["feedback_ids"]]
-    assert mark_exported(db, ids, "commit-1") == 3
+    assert mark_exported(db, ids, "commit-1") == 4
     assert preference_pairs(db) == []
     assert mark_exported(db, ids, "commit-2") == 0  # exported once, to its first commit
     with sqlite3.connect(db) as connection:
-        assert {r[0] for r in connection.execute("SELECT exported_commit FROM feedback")} == {"commit-1", None}
+        assert {r[0] for r in connection.execute("SELECT exported_commit FROM feedback")} == {"commit-1"}
+
+
+def test_a_chat_keeps_its_turns_as_the_prompt_unless_it_does_not_end_with_the_user(tmp_path: Path) -> None:
+    from sluice.serving.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    chats = {"chatcmpl-asks": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                               {"role": "user", "content": QUESTION}],
+             "chatcmpl-prefilled": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": "It"}]}
+    for response_id, prompt in chats.items():
+        store.record_response(response_id, endpoint="chat", model_version="1", prompt=prompt,
+                              completion="closes late.", finish_reason="stop")
+        store.add_feedback(response_id, rating=1, preferred="It closes at 20:30.")
+    store.close()
+    assert [p["prompt"] for p in preference_pairs(tmp_path / "feedback.db")] == [chats["chatcmpl-asks"]]

@@ -23,6 +23,7 @@ from sluice.core.data.kinds import CANONICAL, KINDS
 from tests.conftest import REPO_ROOT
 
 CONTRACTS = REPO_ROOT / "data_contracts"
+DEMO_CONTRACTS = REPO_ROOT / "demo" / "contracts"
 BUNDLED = sorted(CONTRACTS.glob("*.yaml"))
 
 # the smallest valid contract of each kind
@@ -45,7 +46,7 @@ MINIMAL = {
         kind: preference
         version: 1.0.0
         schema:
-          prompt: {type: string}
+          prompt: {type: list<message>}
           chosen: {type: string}
           rejected: {type: string}
         """,
@@ -116,6 +117,24 @@ def test_bundled_contract_loads_and_compiles(path):
         assert re.match(dict(role_check.kwargs)["regex"], "user,assistant,")
     # every column in the contract is a column of its kind
     assert set(contract.schema_) <= set(CANONICAL[contract.kind].names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_demo_contracts_are_the_shipped_ones_with_the_demos_sources(kind):
+    """The demo keeps its stricter rules to itself: a new user's source passes data_contracts/."""
+    shipped, demo = load_contract(CONTRACTS / f"{kind}.yaml"), load_contract(DEMO_CONTRACTS / f"{kind}.yaml")
+    assert shipped.rules.allowed_sources is None
+    if kind == "sft":
+        assert demo.rules.allowed_sources == ["demo", "feedback", "support-tickets"]
+        strict_rules = demo.rules.model_copy(update={"allowed_sources": None})
+        assert demo.model_copy(update={"rules": strict_rules, "version": shipped.version}) == shipped
+    else:
+        assert demo == shipped
+
+
+def test_the_preference_prompt_is_a_chat():
+    contract = load_contract(CONTRACTS / "preference.yaml")
+    assert contract.version == "2.0.0" and contract.schema_["prompt"].type == "list<message>"
 
 
 def test_compile_checks_follows_a_hand_written_contract(tmp_path):
@@ -255,7 +274,7 @@ BAD_CONTRACTS = {
         version: 1.0.0
         schema:
           messages: {type: list<message>, required: true}
-          prompt: {type: string}
+          prompt: {type: list<message>}
         """, ["schema.prompt", "not a column of sft data"]),
     "wrong declared type": ("""\
         kind: eval
@@ -269,7 +288,7 @@ BAD_CONTRACTS = {
         kind: preference
         version: 1.0.0
         schema:
-          prompt: {type: string}
+          prompt: {type: list<message>}
           chosen: {type: string}
           rejected: {type: string}
           source_line: {type: string}
@@ -295,7 +314,7 @@ BAD_CONTRACTS = {
         kind: preference
         version: 1.0.0
         schema:
-          prompt: {type: string}
+          prompt: {type: list<message>}
           chosen: {type: string}
           rejected: {type: string}
         rules:
@@ -388,7 +407,7 @@ def test_a_bad_regex_names_its_line(tmp_path):
         kind: preference
         version: 1.0.0
         schema:
-          prompt: {type: string}
+          prompt: {type: list<message>}
           chosen: {type: string}
           rejected: {type: string}
         rules:
@@ -437,7 +456,7 @@ def test_contracts_are_frozen():
     contract = load_contract(CONTRACTS / "sft.yaml")
     with pytest.raises(ValidationError, match="frozen"):
         contract.version = "9.9.9"
-    assert isinstance(contract, Contract) and contract.version == "1.0.0"
+    assert isinstance(contract, Contract) and contract.version == "1.1.0"
 
 
 # ---------------------------------------------------------------------------------------------

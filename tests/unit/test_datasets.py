@@ -236,7 +236,8 @@ def test_preference_rows_and_aliases(tmp_path, prompt_name):
     rows = [{prompt_name: "P1", "chosen": "good", "rejected": "bad"},
             {prompt_name: "P2", "chosen": "yes", "rejected": None}]
     got = _read(_jsonl(tmp_path / "pref.jsonl", rows), "preference")
-    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in got] == [("P1", "good", "bad"), ("P2", "yes", None)]
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in got] == [  # a text prompt is one user turn
+        ([{"role": "user", "content": "P1"}], "good", "bad"), ([{"role": "user", "content": "P2"}], "yes", None)]
 
 
 def test_a_rows_own_source_wins_over_the_default(tmp_path):

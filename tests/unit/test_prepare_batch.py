@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sluice.core.data import readers
 from sluice.core.config import CleaningConfig
+from sluice.core.data import readers
 from sluice.core.data.cleaning.dedup import jaccard, near_duplicates, shingles
 from sluice.core.data.cleaning.minhash import minhash_signatures
-from sluice.core.data.readers import InputError, SourceFile, discover
 from sluice.core.data.prepare import PreparedBatch, _Accumulated, decide_drops, prepare_batch, read_frame
+from sluice.core.data.readers import InputError, SourceFile, discover
 
 WORDS = ("river barge lock keeper water meadow willow heron towpath bridge weir mill ferry reed channel bank "
          "gravel tide current mooring rope lantern boatyard harbour quay estuary marsh ditch culvert pump").split()
@@ -425,8 +425,8 @@ def _worker_rows(count: int) -> list[dict]:
 
 
 def test_worker_processes_give_the_same_batch_as_one_process(tmp_path, monkeypatch):
-    import sluice.core.data.readers
     import sluice.core.data.prepare
+    import sluice.core.data.readers
 
     source = tmp_path / "many.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in _worker_rows(400)))
@@ -448,8 +448,8 @@ def test_worker_processes_give_the_same_batch_as_one_process(tmp_path, monkeypat
 
 
 def test_an_unreadable_line_in_a_worker_names_file_and_line(tmp_path, monkeypatch):
-    import sluice.core.data.readers
     import sluice.core.data.prepare
+    import sluice.core.data.readers
 
     lines = [json.dumps(r) for r in _worker_rows(300)]
     lines[211] = '{"prompt": "broken", "response": '

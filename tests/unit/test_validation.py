@@ -15,12 +15,12 @@ import pytest
 from sluice.core.config import CleaningConfig
 from sluice.core.data.contracts import OnFailure, load_contract
 from sluice.core.data.data_docs import remote_asset_references
-from sluice.core.data.readers import SourceFile
 from sluice.core.data.prepare import PreparedBatch, prepare_batch, read_frame
+from sluice.core.data.readers import SourceFile
 from sluice.core.data.validation import RuleOutcome, decide_batch, validate_batch
 from tests.conftest import REPO_ROOT
 
-CONTRACTS = REPO_ROOT / "data_contracts"
+CONTRACTS = REPO_ROOT / "demo" / "contracts"  # the demo's: its sft contract allows only some sources
 WORDS = ("river barge lock keeper water meadow willow heron towpath bridge weir mill ferry reed channel bank "
          "gravel tide current mooring rope lantern boatyard harbour quay estuary marsh ditch culvert pump").split()
 

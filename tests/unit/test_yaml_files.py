@@ -78,7 +78,7 @@ def _check(path: Path) -> None:
         load_config([path])
     elif relative == Path("prefect.yaml"):
         _check_prefect_yaml(path)
-    elif relative.parts[0] == "data_contracts":
+    elif relative.parts[0] == "data_contracts" or relative.parts[:2] == ("demo", "contracts"):
         contract = load_contract(path)
         assert relative.stem == contract.kind, f"{relative} describes {contract.kind} data: name it {contract.kind}.yaml"
     elif relative.parts[:2] in (("deployments", "accelerate"), ("deployments", "deepspeed")):

@@ -25,11 +25,12 @@ from sluice.core.data.audit import ValidatedBatch
 from sluice.core.data.contracts import Contract
 from sluice.core.data.prepare import PreparedBatch
 from sluice.core.data.readers import SourceFile
+from sluice.core.errors import ExplainedError
 from sluice.core.lake.records import CommitRef
 from sluice.core.lineage import BatchDecision, FlowRun
 
 
-class IngestRejected(RuntimeError):
+class IngestRejected(ExplainedError, RuntimeError):
     """The batch did not reach main; the message says why and where to look."""
 
 

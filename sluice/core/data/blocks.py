@@ -30,10 +30,13 @@ from sluice.core.data.cleaning.minhash import minhash_signatures
 from sluice.core.data.cleaning.pii import count_pii, redact_pii
 from sluice.core.data.cleaning.text import normalize_text
 from sluice.core.data.cleaning.tokens import count_tokens
+from sluice.core.data.kinds import PROVENANCE, block_facts
+from sluice.core.data.list_arrays import join_lists, rebuild_list, rows_with_any, user_turn
 from sluice.core.data.readers import BlockSpan, read_jsonl_span
 
 _SEPARATOR = "\x1e"  # between fields in the canonical string an id is hashed from
 _TURN = "\x1f"  # between role and content
+_PROMPT_TURNS = "\x1d"  # between the turns of a preference prompt
 INPUT_ERROR_EXIT = 3  # a worker's exit status when its input cannot be read (problems in <job>.error.json)
 
 
@@ -51,22 +54,11 @@ class BlockOutcome:
     frame: pa.Table
     pii_counts: dict[str, int]
     rows_with_pii: int
+    unmapped_fields: dict[str, int]  # input field no shape reads → rows that give it
     seconds: dict[str, float]
 
 
 # ------------------------------------------------------------------ text fields per kind
-
-
-def _list_parent(lists: pa.Array) -> np.ndarray:
-    return pc.list_parent_indices(lists).to_numpy()
-
-
-def _rebuild_list(lists: pa.ListArray, values: pa.Array) -> pa.Array:
-    return pa.ListArray.from_arrays(lists.offsets, values, mask=lists.is_null())
-
-
-def _join_lists(lists: pa.ListArray, separator: str) -> pa.Array:
-    return pc.fill_null(pc.binary_join(lists, separator), "")
 
 
 def _clean_texts(values: pa.Array, config: CleaningConfig, pii_counts: dict[str, int]) -> tuple[pa.Array, np.ndarray]:
@@ -81,22 +73,38 @@ def _clean_texts(values: pa.Array, config: CleaningConfig, pii_counts: dict[str,
     return redacted.values, redacted.rows_with_pii
 
 
-def _per_row_any(flags: np.ndarray, parents: np.ndarray, rows: int) -> np.ndarray:
-    return np.bincount(parents, weights=flags.astype(np.float64), minlength=rows) > 0
+def _turn_texts(chats: pa.Array, separator: str) -> pa.Array:
+    """Each chat's turn contents joined ("" for a null chat)."""
+    return join_lists(rebuild_list(chats, chats.values.field("content")), separator)
+
+
+def field_text(table: pa.Table, name: str) -> pa.Array:
+    """A text field as one string per row ("" where null); a chat field (the
+    preference prompt) as its turns' contents, newline-separated."""
+    values = table[name].combine_chunks()
+    if pa.types.is_list(values.type):
+        return _turn_texts(values, "\n")
+    return pc.fill_null(values, "")
 
 
 def row_texts(table: pa.Table, kind: str) -> pa.Array:
     """Each row's text as one string (all its text fields, newline-separated):
     what its length in tokens and its near-duplicate signature are taken of."""
     if kind == "sft":
-        messages = table["messages"].combine_chunks()
-        return _join_lists(_rebuild_list(messages, messages.values.field("content")), "\n")
+        return _turn_texts(table["messages"].combine_chunks(), "\n")
     if kind == "eval":
         return pc.binary_join_element_wise(
-            pc.fill_null(table["question"].combine_chunks(), ""), _join_lists(table["contexts"].combine_chunks(), "\n"),
-            pc.fill_null(table["reference"].combine_chunks(), ""), "\n")
-    return pc.binary_join_element_wise(*(pc.fill_null(table[c].combine_chunks(), "") for c in
-                                         ("prompt", "chosen", "rejected")), "\n")
+            field_text(table, "question"), join_lists(table["contexts"].combine_chunks(), "\n"),
+            field_text(table, "reference"), "\n")
+    return pc.binary_join_element_wise(*(field_text(table, c) for c in ("prompt", "chosen", "rejected")), "\n")
+
+
+def _clean_turns(chats: pa.Array, config: CleaningConfig, pii_counts: dict[str, int]) -> tuple[pa.Array, np.ndarray]:
+    """A chat column with every turn's content normalised and redacted, and
+    which rows had PII."""
+    contents, flags = _clean_texts(chats.values.field("content"), config, pii_counts)
+    inner = pa.StructArray.from_arrays([chats.values.field("role"), contents], fields=list(chats.type.value_type))
+    return rebuild_list(chats, inner), rows_with_any(flags, chats)
 
 
 def clean_block(table: pa.Table, kind: str, config: CleaningConfig) -> tuple[pa.Table, dict[str, int], int]:
@@ -105,29 +113,20 @@ def clean_block(table: pa.Table, kind: str, config: CleaningConfig) -> tuple[pa.
     n = table.num_rows
     pii = np.zeros(n, dtype=bool)
     pii_counts: dict[str, int] = {}
-    if kind == "sft":
-        messages = table["messages"].combine_chunks()
-        contents, flags = _clean_texts(messages.values.field("content"), config, pii_counts)
-        pii |= _per_row_any(flags, _list_parent(messages), n)
-        inner = pa.StructArray.from_arrays([messages.values.field("role"), contents],
-                                           fields=list(messages.type.value_type))
-        table = table.set_column(table.schema.get_field_index("messages"), "messages",
-                                 _rebuild_list(messages, inner))
-    elif kind == "eval":
-        for name in ("question", "reference"):
-            values, flags = _clean_texts(table[name].combine_chunks(), config, pii_counts)
-            pii |= flags
-            table = table.set_column(table.schema.get_field_index(name), name, values)
-        contexts = table["contexts"].combine_chunks()
-        passages, flags = _clean_texts(contexts.values, config, pii_counts)
-        pii |= _per_row_any(flags, _list_parent(contexts), n)
-        table = table.set_column(table.schema.get_field_index("contexts"), "contexts",
-                                 _rebuild_list(contexts, passages))
-    else:
-        for name in ("prompt", "chosen", "rejected"):
-            values, flags = _clean_texts(table[name].combine_chunks(), config, pii_counts)
-            pii |= flags
-            table = table.set_column(table.schema.get_field_index(name), name, values)
+    provenance = {name for name, _ in PROVENANCE}
+    for name in table.column_names:
+        if name in provenance:
+            continue
+        values = table[name].combine_chunks()
+        if pa.types.is_list(values.type) and pa.types.is_struct(values.type.value_type):  # a chat
+            values, flags = _clean_turns(values, config, pii_counts)
+        elif pa.types.is_list(values.type):  # passages
+            passages, passage_flags = _clean_texts(values.values, config, pii_counts)
+            values, flags = rebuild_list(values, passages), rows_with_any(passage_flags, values)
+        else:
+            values, flags = _clean_texts(values, config, pii_counts)
+        pii |= flags
+        table = table.set_column(table.schema.get_field_index(name), name, values)
     return table, pii_counts, int(pii.sum())
 
 
@@ -146,17 +145,34 @@ def complete_rows(table: pa.Table, kind: str) -> np.ndarray:
 def canonical_strings(table: pa.Table, kind: str) -> pa.Array:
     """The content a row's id is the hash of: every field, in a fixed layout."""
     if kind == "sft":
-        messages = table["messages"].combine_chunks()
-        turns = pc.binary_join_element_wise(pc.fill_null(messages.values.field("role"), ""),
-                                            pc.fill_null(messages.values.field("content"), ""), _TURN)
-        body = _join_lists(_rebuild_list(messages, turns), _SEPARATOR)
-        return pc.binary_join_element_wise("sft", body, _SEPARATOR)
+        return pc.binary_join_element_wise("sft", _turns_identity(table["messages"].combine_chunks(), _SEPARATOR),
+                                           _SEPARATOR)
     if kind == "eval":
-        contexts = _join_lists(table["contexts"].combine_chunks(), "\x1d")
+        contexts = join_lists(table["contexts"].combine_chunks(), "\x1d")
         return pc.binary_join_element_wise("eval", pc.fill_null(table["question"], ""), contexts,
                                            pc.fill_null(table["reference"], ""), _SEPARATOR)
-    return pc.binary_join_element_wise("preference", *(pc.fill_null(table[c], "") for c in
-                                                       ("prompt", "chosen", "rejected")), _SEPARATOR)
+    return pc.binary_join_element_wise("preference", _prompt_identity(table["prompt"].combine_chunks()),
+                                       *(pc.fill_null(table[c], "") for c in ("chosen", "rejected")), _SEPARATOR)
+
+
+def _turns_identity(chats: pa.Array, separator: str) -> pa.Array:
+    """Each chat as role/content pairs, joined."""
+    turns = pc.binary_join_element_wise(pc.fill_null(chats.values.field("role"), ""),
+                                        pc.fill_null(chats.values.field("content"), ""), _TURN)
+    return join_lists(rebuild_list(chats, turns), separator)
+
+
+def _prompt_identity(prompts: pa.Array) -> pa.Array:
+    """A preference prompt as its id hashes it: a prompt of one user turn as
+    that turn's text (so rows keep the ids they had when prompts were text),
+    any other as its turns."""
+    single = pc.fill_null(pc.list_value_length(prompts), 0).to_numpy(zero_copy_only=False) == 1
+    one_user_turn = np.zeros(len(prompts), dtype=bool)
+    if single.any():
+        first = prompts.offsets.to_numpy()[:-1][single]
+        one_user_turn[single] = pc.equal(prompts.values.field("role").take(pa.array(first)), "user") \
+            .fill_null(False).to_numpy(zero_copy_only=False)
+    return pc.if_else(pa.array(one_user_turn), _turn_texts(prompts, ""), _turns_identity(prompts, _PROMPT_TURNS))
 
 
 def identity_strings(table: pa.Table, kind: str, complete: np.ndarray) -> pa.Array:
@@ -173,23 +189,13 @@ def identity_strings(table: pa.Table, kind: str, complete: np.ndarray) -> pa.Arr
 
 def prompt_texts(table: pa.Table, kind: str) -> pa.Array:
     """What a row asks: the first user turn (sft), the question (eval), the
-    prompt (preference). Compared across kinds for the no-overlap rule."""
+    prompt's last user turn (preference: the turn its answers answer).
+    Compared across kinds for the no-overlap rule."""
     if kind == "eval":
         return pc.fill_null(table["question"].combine_chunks(), "")
     if kind == "preference":
-        return pc.fill_null(table["prompt"].combine_chunks(), "")
-    messages = table["messages"].combine_chunks()
-    n = len(messages)
-    values = messages.values
-    is_user = pc.equal(values.field("role"), "user").fill_null(False).to_numpy(zero_copy_only=False)
-    parents = _list_parent(messages)
-    positions = np.arange(len(values))
-    first = np.full(n, len(values), dtype=np.int64)
-    np.minimum.at(first, parents[is_user], positions[is_user])
-    found = first < len(values)
-    contents = pc.fill_null(values.field("content"), "")
-    taken = contents.take(pa.array(np.where(found, first, 0))) if len(values) else pa.nulls(n, pa.string())
-    return pc.if_else(pa.array(found), taken, "")
+        return user_turn(table["prompt"].combine_chunks(), last=True)
+    return user_turn(table["messages"].combine_chunks(), last=False)
 
 
 def overlap_keys(texts: pa.Array, whitespace_collapsed: bool) -> pa.Array:
@@ -230,7 +236,7 @@ def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarr
             frame[f"has_{column}"] = table[column].combine_chunks().is_valid()
     if kind == "sft":
         messages = table["messages"].combine_chunks()
-        roles = pc.binary_join(_rebuild_list(messages, messages.values.field("role")), ",")
+        roles = pc.binary_join(rebuild_list(messages, messages.values.field("role")), ",")
         # "system,user,assistant," — each role ends with a comma, as the role-order regex expects
         frame["role_sequence"] = pc.fill_null(pc.binary_join_element_wise(roles, "", ","), "")
         lengths = _chars(messages.values.field("content")).to_numpy(zero_copy_only=False)
@@ -246,11 +252,13 @@ def validation_block(table: pa.Table, kind: str, ids: pa.Array, tokens: np.ndarr
         frame["question_chars"] = _chars(table["question"].combine_chunks())
         frame["reference_chars"] = _chars(table["reference"].combine_chunks())
     else:
-        for name in ("prompt", "chosen", "rejected"):
+        # a prompt is empty when its last user turn is (whatever system turn it has)
+        frame["prompt_chars"] = _chars(user_turn(table["prompt"].combine_chunks(), last=True))
+        for name in ("chosen", "rejected"):
             frame[f"{name}_chars"] = _chars(table[name].combine_chunks())
         frame["chosen_differs"] = pc.not_equal(table["chosen"], table["rejected"]).combine_chunks().fill_null(True)
     for name in text_fields:
-        frame[f"text_{name}"] = pc.fill_null(table[name].combine_chunks(), "")
+        frame[f"text_{name}"] = field_text(table, name)
     return pa.table(frame)
 
 
@@ -270,6 +278,8 @@ def process_block(table: pa.Table, kind: str, config: CleaningConfig, regex_fiel
     batch-wide decisions and the contract need."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    unmapped_fields = block_facts(table).unmapped_fields
+    table = table.replace_schema_metadata(None)  # the facts are kept here, not in the rows written
     table, pii_counts, rows_with_pii = clean_block(table, kind, config)
     row_text = row_texts(table, kind)
     complete = complete_rows(table, kind)
@@ -290,7 +300,7 @@ def process_block(table: pa.Table, kind: str, config: CleaningConfig, regex_fiel
     time_stage(seconds, "write", started)
     return BlockOutcome(scratch=str(scratch), rows=table.num_rows, ids=ids, tokens=tokens, complete=complete,
                         signatures=signatures, frame=frame, pii_counts=pii_counts,
-                        rows_with_pii=rows_with_pii, seconds=seconds)
+                        rows_with_pii=rows_with_pii, unmapped_fields=unmapped_fields, seconds=seconds)
 
 
 def process_span(path: str, span: BlockSpan, kind: str, config: CleaningConfig, default_source: str,
@@ -316,7 +326,8 @@ def save_outcome(outcome: BlockOutcome, result: Path) -> None:
         arrays["signatures"] = outcome.signatures
     np.savez(f"{result}.npz", **arrays)
     summary = {"scratch": outcome.scratch, "rows": outcome.rows, "pii_counts": outcome.pii_counts,
-               "rows_with_pii": outcome.rows_with_pii, "seconds": outcome.seconds}
+               "rows_with_pii": outcome.rows_with_pii, "unmapped_fields": outcome.unmapped_fields,
+               "seconds": outcome.seconds}
     partial = Path(f"{result}.json.partial")
     partial.write_text(json.dumps(summary))
     os.replace(partial, f"{result}.json")  # the block is done only once this exists
@@ -333,4 +344,4 @@ def load_outcome(result: Path) -> BlockOutcome:
     return BlockOutcome(scratch=summary["scratch"], rows=summary["rows"], ids=frame["id"].combine_chunks(),
                         tokens=tokens, complete=complete, signatures=signatures, frame=frame,
                         pii_counts=summary["pii_counts"], rows_with_pii=summary["rows_with_pii"],
-                        seconds=summary["seconds"])
+                        unmapped_fields=summary["unmapped_fields"], seconds=summary["seconds"])

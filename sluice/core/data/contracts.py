@@ -23,8 +23,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sluice.core.data.kinds import CANONICAL, KINDS, ROLES
 from sluice.core.config.yaml_lines import load_yaml_with_lines
+from sluice.core.data.kinds import CANONICAL, KINDS, ROLES
+from sluice.core.errors import ExplainedError
 
 # the contract vocabulary for each canonical column type
 TYPE_NAMES = {"string": "string", "int64": "integer", "list<item: string>": "list<string>",
@@ -172,7 +173,7 @@ class Contract(_Strict):
         return self
 
 
-class ContractError(ValueError):
+class ContractError(ExplainedError, ValueError):
     """A contract file that cannot be used; names the file, line and key."""
 
 

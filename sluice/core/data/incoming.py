@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from sluice.core.data.kinds import DatasetKind
+from sluice.core.errors import ExplainedError
 
 # eval last: its contract checks that eval rows do not overlap the training data already published
 INCOMING_KINDS: tuple[str, ...] = ("sft", "preference", "eval")
@@ -17,7 +18,7 @@ class IncomingFile(BaseModel):
     kind: DatasetKind
 
 
-class IncomingRejected(RuntimeError):
+class IncomingRejected(ExplainedError, RuntimeError):
     """At least one incoming file did not reach main."""
 
 

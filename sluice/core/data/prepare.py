@@ -43,6 +43,7 @@ from sluice.core.data.blocks import (
     time_stage,
 )
 from sluice.core.data.cleaning.dedup import confirm_near_duplicates, near_duplicates
+from sluice.core.data.kinds import add_counts
 from sluice.core.data.readers import InputError, InputProblem, SourceFile, plan_jsonl_blocks, read_source_file
 
 PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
@@ -56,6 +57,9 @@ class CleaningReport(BaseModel):
     dropped: dict[str, int] = {}  # reason → rows
     pii_redacted: dict[str, int] = {}  # PII type → matches replaced
     rows_with_pii: int = 0
+    # input fields no shape of the kind reads (top-level "name", per turn "messages[].name") → rows that gave
+    # them: not in the canonical rows, still in the raw input kept with the batch
+    unmapped_fields: dict[str, int] = {}
     duplicate_rate: float = 0.0  # exact + near duplicates (incl. already published) / rows in
     seconds: dict[str, float] = {}  # stage → seconds (summed over workers when there are several)
     workers: int = 1  # processes that cleaned the blocks
@@ -82,6 +86,7 @@ class _Accumulated:
     frames: list[pa.Table] = field(default_factory=list)
     pii_counts: dict[str, int] = field(default_factory=dict)
     rows_with_pii: int = 0
+    unmapped_fields: dict[str, int] = field(default_factory=dict)
     scratch: list[str] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
 
@@ -92,8 +97,8 @@ class _Accumulated:
         if outcome.signatures is not None:
             self.signatures.append(outcome.signatures)
         self.frames.append(outcome.frame)
-        for name, count in outcome.pii_counts.items():
-            self.pii_counts[name] = self.pii_counts.get(name, 0) + count
+        add_counts(self.pii_counts, outcome.pii_counts)
+        add_counts(self.unmapped_fields, outcome.unmapped_fields)
         self.rows_with_pii += outcome.rows_with_pii
         self.scratch.append(outcome.scratch)
         self.rows.append(outcome.rows)
@@ -256,6 +261,7 @@ def prepare_batch(
     report = CleaningReport(
         rows_in=rows_in, rows_out=kept, dropped={k: v for k, v in dropped.items() if v},
         pii_redacted={k: v for k, v in sorted(acc.pii_counts.items()) if v}, rows_with_pii=acc.rows_with_pii,
+        unmapped_fields=dict(sorted(acc.unmapped_fields.items())),
         duplicate_rate=duplicates / rows_in if rows_in else 0.0,
         seconds={k: round(v, 3) for k, v in seconds.items()}, workers=workers if parallel else 1,
     )
@@ -326,7 +332,8 @@ def _write_kept(scratch: list[str], target: Path, keep: np.ndarray) -> int:
             reader = pa.ipc.open_file(source)
             if writer is None:
                 # dictionary encoding only where values repeat; on ids and text it is wasted work
-                low_cardinality = [c for c in ("source", "source_file", "messages.list.element.role")
+                low_cardinality = [c for c in ("source", "source_file", "messages.list.element.role",
+                                               "prompt.list.element.role")
                                    if c.split(".")[0] in reader.schema.names]
                 writer = pq.ParquetWriter(target, reader.schema, use_dictionary=low_cardinality)
             for index in range(reader.num_record_batches):

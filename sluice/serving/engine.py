@@ -94,7 +94,7 @@ class LoadedModel:
     tokenizer: Any
     device: str
     context_length: int
-    eos_ids: frozenset[int]
+    eos_ids: frozenset[int]  # what ends a completion: eos, and the chat template's end-of-turn token
     pad_id: int
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
@@ -116,6 +116,8 @@ def load_model(version: str, path: Path, device: str | None = None) -> LoadedMod
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sluice.core.models.chat_templates import stop_token_ids
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
@@ -124,7 +126,7 @@ def load_model(version: str, path: Path, device: str | None = None) -> LoadedMod
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device).eval()
     eos: set[int] = set()
-    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+    for source in (model.generation_config.eos_token_id, stop_token_ids(tokenizer)):
         if isinstance(source, int):
             eos.add(source)
         elif source:

@@ -10,9 +10,9 @@ import pytest
 from flows.feedback import export_feedback
 from flows.train import train
 from sluice.core.config import DataConfig, ServingConfig, SluiceConfig, TrackingConfig, TrainingConfig
-from sluice.serving.feedback import FeedbackStore, preference_pairs
 from sluice.core.lake.operations import download_dataset
 from sluice.core.lake.published import published_files
+from sluice.serving.feedback import FeedbackStore, preference_pairs
 
 
 def _store_with_feedback(path, count: int) -> None:  # type: ignore[no-untyped-def]

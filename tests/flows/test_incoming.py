@@ -8,8 +8,8 @@ import lakefs
 import pytest
 
 from flows.incoming import validate_incoming
-from sluice.core.data.incoming import IncomingRejected, incoming_files
 from sluice.core.config import DataConfig, LakeFSConfig, SluiceConfig
+from sluice.core.data.incoming import IncomingRejected, incoming_files
 from tests.conftest import REPO_ROOT, latest_artifact, unique_name
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")

@@ -19,8 +19,9 @@ from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.train import train
 from sluice.core.config import DataConfig, SluiceConfig, TrackingConfig, TrainingConfig
-from sluice.core.training.job import last_complete_checkpoint
 from sluice.core.lake.published import PublishedDataMissing
+from sluice.core.models.base_model import ModelError
+from sluice.core.training.job import last_complete_checkpoint
 from sluice.core.training.results import TrainingError
 from tests.conftest import latest_artifact, unique_name
 
@@ -232,7 +233,7 @@ def test_a_failing_trainer_fails_the_flow_with_its_own_error(published, tiny_mod
 
 def test_a_missing_base_model_is_a_clear_error(published, tmp_path):
     config = _config(published, tmp_path / "nowhere", tmp_path)
-    with pytest.raises(TrainingError, match="sluice model init-tiny"):
+    with pytest.raises(ModelError, match="sluice model init-tiny"):
         train(data_ref="main", config=config)
 
 

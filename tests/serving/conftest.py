@@ -21,7 +21,7 @@ def build_model(out_dir: Path, seed: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sluice.core.training.tiny_model import build_tiny_model
+    from sluice.core.models.tiny_model import build_tiny_model
 
     build_tiny_model(out_dir, sorted((REPO_ROOT / "demo" / "data").glob("*.jsonl")), seed=seed)
     model = AutoModelForCausalLM.from_pretrained(out_dir)

@@ -11,9 +11,9 @@ import pytest
 from sluice.lakefs_server.actions import ActionFileError, HookEvent, parse_action, parse_duration, render_template
 from sluice.lakefs_server.blobs import BlobStore
 from sluice.lakefs_server.errors import BadRequest
-from sluice.lakefs_server.refs import RefExpression, parse_ref
 from sluice.lakefs_server.metadata.records import ObjectEntry, ResolvedRef
 from sluice.lakefs_server.metadata.store import MetadataStore
+from sluice.lakefs_server.refs import RefExpression, parse_ref
 
 
 @pytest.mark.parametrize(

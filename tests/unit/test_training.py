@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from sluice.core.config import SluiceConfig, TrainingConfig
-from sluice.core.training.base_model import base_model_fingerprint
+from sluice.core.models.base_model import base_model_fingerprint
 from sluice.core.training.job import accelerate_command, last_complete_checkpoint, training_key
 from tests.conftest import REPO_ROOT
 
@@ -101,7 +101,7 @@ def test_a_local_base_model_is_fingerprinted_by_its_contents(tmp_path):
 
 
 def test_the_tiny_model_is_deterministic_for_a_seed(tmp_path):
-    from sluice.core.training.tiny_model import build_tiny_model
+    from sluice.core.models.tiny_model import build_tiny_model
 
     first = build_tiny_model(tmp_path / "a", DEMO_DATA, seed=3, hidden_size=64, layers=1)
     again = build_tiny_model(tmp_path / "b", DEMO_DATA, seed=3, hidden_size=64, layers=1)
@@ -114,7 +114,7 @@ def test_the_tiny_model_is_deterministic_for_a_seed(tmp_path):
 def test_the_tiny_chat_template_marks_only_assistant_turns_for_the_loss(tmp_path):
     from transformers import AutoTokenizer
 
-    from sluice.core.training.tiny_model import build_tiny_model
+    from sluice.core.models.tiny_model import build_tiny_model
 
     build_tiny_model(tmp_path, DEMO_DATA, hidden_size=64, layers=1)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
@@ -166,3 +166,88 @@ def test_the_report_lists_only_settings_that_differ_from_the_defaults():
     changes = {key: (default, value) for key, default, value in config_changes(config)}
     assert changes == {"training.learning_rate": ("0.0002", "0.001"), "training.lora.r": ("16", "4")}
     assert config_changes(SluiceConfig()) == []
+
+
+# ------------------------------------------------------------------ assistant-only loss
+
+
+@pytest.fixture(scope="module")
+def small_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sluice.core.models.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    build_tiny_model(out, DEMO_DATA, hidden_size=64, layers=1)
+    return out
+
+
+def _chats(count: int = 7):  # type: ignore[no-untyped-def]
+    """A few demo chats (system, user, assistant) and one with a second exchange."""
+    from datasets import Dataset
+
+    rows = (json.loads(line) for line in (REPO_ROOT / "demo" / "data" / "sft.jsonl").read_text().splitlines())
+    chats = [row["messages"] for row in rows if "messages" in row][:count]
+    chats.append(chats[0] + [{"role": "user", "content": "And who keeps it?"},
+                             {"role": "assistant", "content": "Its keeper is Wren Marlowe."}])
+    return Dataset.from_dict({"messages": chats})
+
+
+def _sft_trainer(model_dir: Path, tokenizer, rows, output: Path, **settings):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM
+
+    from sluice.core.training.worker import _trainer
+
+    training = TrainingConfig(max_steps=2, batch_size=4, max_length=128, logging_steps=1, save_steps=100,
+                              **settings)
+    job = {"output_dir": str(output), "training": training.model_dump(mode="json")}
+    return _trainer(job, AutoModelForCausalLM.from_pretrained(model_dir), tokenizer, rows, [])
+
+
+def _learned_runs(tokenizer, dataset) -> list[str]:  # type: ignore[no-untyped-def]
+    """The decoded text of each run of tokens with a label, example by example."""
+    runs: list[str] = []
+    for example in dataset:
+        labels, run = example["labels"], []
+        assert all(label in (-100, token) for label, token in zip(labels, example["input_ids"], strict=True))
+        for label in [*labels, -100]:
+            if label != -100:
+                run.append(label)
+            elif run:
+                runs.append(tokenizer.decode(run))
+                run = []
+    return runs
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_assistant_only_loss_learns_only_the_answers_with_a_template_without_generation_markers(
+        small_tiny_model, tmp_path, packing):
+    import math
+
+    from transformers import AutoTokenizer
+
+    from sluice.core.models.tiny_model import CHAT_TEMPLATE
+
+    tokenizer = AutoTokenizer.from_pretrained(small_tiny_model)
+    tokenizer.chat_template = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    assert "generation %}" not in tokenizer.chat_template  # plain ChatML, as SmolLM2 and Qwen ship it
+    rows = _chats()
+    trainer = _sft_trainer(small_tiny_model, tokenizer, rows, tmp_path, packing=packing)
+    answers = [m["content"] + "<|im_end|>" for chat in rows["messages"] for m in chat if m["role"] == "assistant"]
+    learned = _learned_runs(tokenizer, trainer.train_dataset)
+    assert (sorted(learned) if packing else learned) == (sorted(answers) if packing else answers)
+    outcome = trainer.train()
+    assert trainer.state.global_step == 2 and math.isfinite(outcome.training_loss)
+
+
+def test_the_tiny_template_trains_on_the_tokens_trl_chose_from_its_generation_markers(small_tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_tiny_model)
+    rows = _chats()
+    ours = _sft_trainer(small_tiny_model, tokenizer, rows, tmp_path / "ours").train_dataset
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), use_cpu=True, report_to=[], max_length=128,
+                     assistant_only_loss=True)  # TRL masking by the template's {% generation %} markers
+    trl = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(small_tiny_model), args=args, train_dataset=rows,
+                     processing_class=tokenizer).train_dataset
+    assert ours["input_ids"] == trl["input_ids"]
+    assert ours["labels"] == trl["labels"]

@@ -20,6 +20,7 @@ line (or override) it came from, before any task runs.
 * :mod:`.loading` — :func:`load_config`: the layers resolved, every problem in
   one :class:`ConfigError`; :func:`config_to_yaml` for the way back.
 * :mod:`.environment` — :class:`Environment`: endpoints and secrets.
+* :mod:`.knobs` — :func:`with_training_knobs`: the run form's plain parameters.
 * :mod:`.yaml_lines` — YAML 1.2 floats and the line of every key.
 
 The public names are re-exported here, and callers import them from here
@@ -27,6 +28,7 @@ The public names are re-exported here, and callers import them from here
 """
 
 from sluice.core.config.environment import Environment
+from sluice.core.config.knobs import Method, with_training_knobs
 from sluice.core.config.loading import ConfigError, config_to_yaml, env_file_for, load_config, parse_override
 from sluice.core.config.sections import (
     BRANCH_NAME,
@@ -62,6 +64,7 @@ __all__ = [
     "JudgeConfig",
     "LakeFSConfig",
     "LoraConfig",
+    "Method",
     "PromotionConfig",
     "RegistryConfig",
     "ServingConfig",
@@ -72,4 +75,5 @@ __all__ = [
     "env_file_for",
     "load_config",
     "parse_override",
+    "with_training_knobs",
 ]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from sluice.core.config.sections import SluiceConfig
 from sluice.core.config.yaml_lines import load_yaml_text, load_yaml_with_lines
+from sluice.core.errors import ExplainedError
 
 # Keys that look like endpoints or secrets, and the variable to use instead.
 _ENVIRONMENT_ONLY_KEYS = {
@@ -33,7 +34,7 @@ _ENVIRONMENT_ONLY_KEYS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(ExplainedError, ValueError):
     """All problems found in a configuration, each naming where it came from."""
 
     def __init__(self, problems: Sequence[str]):

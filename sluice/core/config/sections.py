@@ -185,9 +185,10 @@ class TrainingConfig(_Section):
     """How a model is fine-tuned. Runs in its own process through `accelerate launch`."""
 
     base_model: str = Field(
-        ".sluice/models/tiny",
-        description="Hugging Face model id or local folder to start from (`sluice model init-tiny` builds the "
-        "default, a tiny offline model).",
+        ".sluice/models/smollm2-135m-instruct",
+        description="What to start from: a local Hugging Face folder (the default, SmolLM2-135M-Instruct, is "
+        "written offline by `sluice model fetch`), a Hugging Face Hub id (through the HF cache), or a registered "
+        "model, models:/<name>@<alias> (e.g. models:/sluicegate-model@champion to continue from the champion).",
     )
     method: Literal["sft", "dpo"] = Field(
         "sft", description="sft: learn from chats (sft data). dpo: learn preferences (preference data)."
@@ -209,7 +210,9 @@ class TrainingConfig(_Section):
         "Pays off on GPUs with flash attention; elsewhere attention runs over the whole packed batch (on 2 CPU "
         "cores about half the tokens/s at max_length 512, see BENCHMARKS.md).",
     )
-    assistant_only_loss: bool = Field(True, description="sft: learn only from the assistant's turns.")
+    assistant_only_loss: bool = Field(
+        True, description="sft: learn only from the assistant's turns (and their end-of-turn token), with any "
+        "chat template that renders prefixes consistently; a template that does not is refused before training.")
     dpo_beta: float = Field(0.1, gt=0, description="dpo: how far the policy may move from the reference.")
     system_prompt: str | None = Field(
         None, description="System message put before each preference prompt (dpo) and each evaluation question."

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from sluice.core.config import EvaluationConfig
+from sluice.core.models.chat_templates import stop_token_ids
 
 
 def eval_prompts(rows: list[dict[str, Any]], settings: EvaluationConfig) -> list[list[dict[str, str]]]:
@@ -32,6 +33,7 @@ def generate_answers(model_dir: str, prompts: list[list[dict[str, str]]],
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if device == "cuda" else
                                                  torch.float32).to(device).eval()
+    stops = stop_token_ids(tokenizer)  # an answer ends at the template's end of turn, which may not be eos
     sampling = ({"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
                 if settings.do_sample else {"do_sample": False})
     answers: list[str] = []
@@ -43,7 +45,7 @@ def generate_answers(model_dir: str, prompts: list[list[dict[str, str]]],
         batch_started = time.perf_counter()
         with torch.no_grad():
             output = model.generate(**encoded, max_new_tokens=settings.max_new_tokens,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
                                     **sampling)
         latencies.append((time.perf_counter() - batch_started) / len(batch))
         new = output[:, encoded["input_ids"].shape[1]:]

@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from sluice.core.errors import ExplainedError
+
 if TYPE_CHECKING:
     import lakefs
 
 COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-class LakeFSError(RuntimeError):
+class LakeFSError(ExplainedError, RuntimeError):
     """lakeFS answered, and said no."""
 
     def __init__(self, message: str, status: int | None = None):

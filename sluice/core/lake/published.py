@@ -8,13 +8,14 @@ import logging
 
 from pydantic import BaseModel
 
+from sluice.core.errors import ExplainedError
 from sluice.core.lake.client import lakefs_call, lakefs_client
 from sluice.core.lake.operations import download_dataset, read_column_under, resolve_commit
 
 log = logging.getLogger(__name__)
 
 
-class PublishedDataMissing(RuntimeError):
+class PublishedDataMissing(ExplainedError, RuntimeError):
     """Nothing of the kind is published at the ref: ingest it first."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
+from sluice.core.errors import ExplainedError
 from sluice.core.lineage import FlowRun, LedgerAction
 from sluice.core.registry.client import CHAMPION, PREVIOUS, ModelRegistry
 from sluice.core.registry.ledger import reconcile_ledger, record_move
@@ -26,7 +27,7 @@ class AliasMove(NamedTuple):
     to_version: str | None
 
 
-class RollbackError(RuntimeError):
+class RollbackError(ExplainedError, RuntimeError):
     """A rollback that cannot be done as asked; the message says what to do."""
 
 

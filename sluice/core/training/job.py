@@ -25,7 +25,7 @@ class TrainingJob(BaseModel):
     """Everything the training process needs, as it reads it from JSON."""
 
     key: str
-    base_model: str
+    base_model: str  # the local folder to load (training.base_model, resolved)
     data_files: list[str]
     output_dir: str
     training: TrainingConfig

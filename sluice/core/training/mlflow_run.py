@@ -11,6 +11,7 @@ from sluice.core import lineage
 from sluice.core.config import TrainingConfig
 from sluice.core.lake.published import PublishedData
 from sluice.core.lineage import FlowRun
+from sluice.core.models.base_model import MODEL_CARD, ResolvedBaseModel
 from sluice.core.registry.tracking import TrackingTarget, config_hash, flatten, mlflow_client
 from sluice.core.training.results import TrainingResult
 
@@ -18,7 +19,7 @@ RESULT_ARTIFACT = "training_result.json"
 
 
 def open_training_run(target: TrackingTarget, experiment_id: str, key: str, training: TrainingConfig,
-                      data: PublishedData, flow_run: FlowRun) -> str:
+                      data: PublishedData, base: ResolvedBaseModel, flow_run: FlowRun) -> str:
     """A new run for this key, or the one an interrupted attempt left open."""
     import mlflow
     from mlflow.entities import DatasetInput, InputTag, Param
@@ -36,9 +37,13 @@ def open_training_run(target: TrackingTarget, experiment_id: str, key: str, trai
                                      data_uri=data.uri, kind=data.kind, config_hash=config_hash(training)[:16],
                                      run_name=f"{training.method}-{data.data_commit[:8]}-{key[:6]}")
     run = client.create_run(experiment_id, tags=tags)
-    params = {**flatten(training, "training."), "base_model": training.base_model, "data.rows": str(data.rows),
+    params = {**flatten(training, "training."), "base_model": training.base_model, "base_model.source": base.source,
+              "base_model.fingerprint": base.fingerprint, "data.rows": str(data.rows),
               "data.files": str(len(data.paths))}
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    card = Path(base.path) / MODEL_CARD
+    if card.is_file():  # a fetched model: where its bytes came from
+        client.log_artifact(run.info.run_id, str(card), artifact_path="base_model")
     dataset = mlflow.data.meta_dataset.MetaDataset(source=LakeFSDatasetSource(data.uri),
                                                    name=f"{data.repository}-{data.kind}", digest=data.data_commit[:12])
     client.log_inputs(run.info.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from sluice.core.errors import ExplainedError
 
-class TrainingError(RuntimeError):
+
+class TrainingError(ExplainedError, RuntimeError):
     """The training could not run or failed; the message holds the trainer's own last output."""
 
 

@@ -14,7 +14,14 @@ import shutil
 from sluice.core.config import TrainingConfig
 from sluice.core.lake.published import PublishedData
 from sluice.core.lineage import TRAINING_KEY, FlowRun
-from sluice.core.registry.tracking import TrackingTarget, config_hash, ensure_experiment, find_finished_run, mlflow_client
+from sluice.core.models.base_model import ResolvedBaseModel
+from sluice.core.registry.tracking import (
+    TrackingTarget,
+    config_hash,
+    ensure_experiment,
+    find_finished_run,
+    mlflow_client,
+)
 from sluice.core.training.job import TrainingJob, training_key
 from sluice.core.training.launch import launch_training
 from sluice.core.training.mlflow_run import (
@@ -28,24 +35,24 @@ from sluice.core.training.results import TrainingResult
 log = logging.getLogger(__name__)
 
 
-def key_of(training: TrainingConfig, data: PublishedData, base_fingerprint: str) -> str:
-    return training_key(data.data_commit, data.paths, training, base_fingerprint, training.system_prompt)
+def key_of(training: TrainingConfig, data: PublishedData, base: ResolvedBaseModel) -> str:
+    return training_key(data.data_commit, data.paths, training, base.fingerprint, training.system_prompt)
 
 
-def train_or_reuse(training: TrainingConfig, target: TrackingTarget, data: PublishedData, base_fingerprint: str,
+def train_or_reuse(training: TrainingConfig, target: TrackingTarget, data: PublishedData, base: ResolvedBaseModel,
                    flow_run: FlowRun, logger: logging.Logger | logging.LoggerAdapter = log) -> TrainingResult:
     """Train (or reuse an identical finished training) and record it in MLflow."""
-    key = key_of(training, data, base_fingerprint)
+    key = key_of(training, data, base)
     experiment_id = ensure_experiment(target)
     finished = find_finished_run(target, experiment_id, TRAINING_KEY, key)
     if finished:
         logger.info("an identical training (key %s) already finished as MLflow run %s: reusing it", key, finished)
         return load_reused_result(target, finished)
 
-    run_id = open_training_run(target, experiment_id, key, training, data, flow_run)
+    run_id = open_training_run(target, experiment_id, key, training, data, base, flow_run)
     run_dir = training.output_dir.resolve() / key
     run_dir.mkdir(parents=True, exist_ok=True)
-    job = TrainingJob(key=key, base_model=training.base_model, data_files=data.local_files,
+    job = TrainingJob(key=key, base_model=base.path, data_files=data.local_files,
                       output_dir=str(run_dir), training=training, system_prompt=training.system_prompt)
     client = mlflow_client(target.tracking_uri)
     try:

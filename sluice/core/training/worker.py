@@ -6,8 +6,9 @@ cannot take the flow down, and the same job runs on one CPU process or N GPUs
 
 1. loads the base model and the training rows (local Parquet files, already
    downloaded at an exact lakeFS commit);
-2. trains with TRL — SFT (LoRA, full or QLoRA; assistant-only loss; packing)
-   or DPO (LoRA; the adapter-disabled base is the reference);
+2. trains with TRL — SFT (LoRA, full or QLoRA; assistant-only loss with
+   any chat template; packing) or DPO (LoRA; the adapter-disabled base is
+   the reference);
 3. writes a checkpoint every ``save_steps`` and, when run again with the
    same job, resumes from the last complete one;
 4. streams metrics to the MLflow run the orchestrator opened (``log_batch``;
@@ -37,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402 (after the offline switches)
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
+from sluice.core.models.chat_templates import assistant_masks, stop_token_ids  # noqa: E402
 from sluice.core.training.job import last_complete_checkpoint  # noqa: E402
 
 VERIFY_PROMPTS = 3
@@ -122,15 +124,21 @@ def _load_rows(files: list[str], method: str, system_prompt: str | None):  # typ
     import pyarrow.parquet as pq
     from datasets import Dataset
 
-    table = pa.concat_tables(pq.read_table(f) for f in files)
     if method == "sft":
+        table = pa.concat_tables(pq.read_table(f, columns=["messages"]) for f in files)
         return Dataset.from_dict({"messages": table["messages"].to_pylist()})
+    # file by file: batches checked by preference contract 1.x hold the prompt as text, later ones as a chat,
+    # and one main can hold both
+    rows = [row for f in files for row in pq.read_table(f, columns=["prompt", "chosen", "rejected"]).to_pylist()]
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    prompts = [system + [{"role": "user", "content": p}] for p in table["prompt"].to_pylist()]
+    prompts = [[{"role": "user", "content": r["prompt"]}] if isinstance(r["prompt"], str) else r["prompt"]
+               for r in rows]
+    # the configured system prompt joins only a prompt without a system turn of its own
+    prompts = [turns if any(t["role"] == "system" for t in turns) else system + turns for turns in prompts]
     return Dataset.from_dict({
         "prompt": prompts,
-        "chosen": [[{"role": "assistant", "content": c}] for c in table["chosen"].to_pylist()],
-        "rejected": [[{"role": "assistant", "content": r}] for r in table["rejected"].to_pylist()],
+        "chosen": [[{"role": "assistant", "content": r["chosen"]}] for r in rows],
+        "rejected": [[{"role": "assistant", "content": r["rejected"]}] for r in rows],
     })
 
 
@@ -171,6 +179,19 @@ def _lora(job: dict[str, Any]):  # type: ignore[no-untyped-def]
                       target_modules=settings["target_modules"], task_type="CAUSAL_LM")
 
 
+def _with_assistant_masks(rows, tokenizer, max_length: int):  # type: ignore[no-untyped-def]
+    """The chats tokenized, with the mask of the assistant's tokens that TRL turns into labels (-100 elsewhere)
+    before it truncates or packs; computed here because TRL masks only templates with generation markers."""
+    from datasets import Dataset
+
+    columns: dict[str, list[list[int]]] = {"input_ids": [], "assistant_masks": []}
+    for messages in rows["messages"]:
+        ids, masks = assistant_masks(tokenizer, messages, max_length)
+        columns["input_ids"].append(ids)
+        columns["assistant_masks"].append(masks)
+    return Dataset.from_dict(columns)
+
+
 def _trainer(job: dict[str, Any], model, tokenizer, rows, callbacks):  # type: ignore[no-untyped-def]
     t = job["training"]
     precision = _precision(t["precision"])
@@ -178,9 +199,10 @@ def _trainer(job: dict[str, Any], model, tokenizer, rows, callbacks):  # type: i
     if t["method"] == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_training_args(job, precision), packing=t["packing"],
-                         assistant_only_loss=t["assistant_only_loss"])
-        return SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+        # assistant-only loss comes from the assistant_masks column; TRL's own would refuse most real templates
+        train = _with_assistant_masks(rows, tokenizer, t["max_length"]) if t["assistant_only_loss"] else rows
+        args = SFTConfig(**_training_args(job, precision), packing=t["packing"], assistant_only_loss=False)
+        return SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                           peft_config=peft_config, callbacks=callbacks)
     from trl import DPOConfig, DPOTrainer
 
@@ -190,24 +212,30 @@ def _trainer(job: dict[str, Any], model, tokenizer, rows, callbacks):  # type: i
 
 
 def verification_prompts(rows, method: str, count: int = VERIFY_PROMPTS) -> list[list[dict[str, str]]]:  # type: ignore[no-untyped-def]
-    """A few training prompts without their answers, to generate from."""
+    """A few training prompts without their answers, to generate from: an SFT chat up to its first answer, a
+    preference prompt as it is (earlier assistant turns included: it is the conversation before the answer)."""
     prompts = []
     for row in rows.select(range(min(count, len(rows)))):
-        messages = row["messages"] if method == "sft" else row["prompt"]
-        prompts.append([m for m in messages if m["role"] != "assistant"])
+        if method == "sft":
+            first_answer = next((i for i, m in enumerate(row["messages"]) if m["role"] == "assistant"),
+                                len(row["messages"]))
+            prompts.append(row["messages"][:first_answer])
+        else:
+            prompts.append(row["prompt"])
     return prompts
 
 
 def greedy_ids(model, tokenizer, prompts: list[list[dict[str, str]]], max_new_tokens: int = 24) -> list[list[int]]:  # type: ignore[no-untyped-def]
     outputs = []
     model.eval()
+    stops = stop_token_ids(tokenizer)  # the template's end of turn, not only eos
     for messages in prompts:
         encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                 return_dict=True)
         encoded = {k: v.to(model.device) for k, v in encoded.items()}
         with torch.no_grad():
             generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=tokenizer.pad_token_id)
+                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
         outputs.append(generated[0, encoded["input_ids"].shape[1]:].tolist())
     return outputs
 

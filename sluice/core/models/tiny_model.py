@@ -119,11 +119,3 @@ def build_tiny_model(
     return TinyModelInfo(path=str(out_dir), parameters=sum(p.numel() for p in model.parameters()),
                          vocab_size=len(tokenizer), seconds=round(time.perf_counter() - started, 2), files=files)
 
-
-def ensure_tiny_model(base_model: str, corpus_folder: str) -> TinyModelInfo | None:
-    """Build the tiny model at ``base_model`` from the JSONL files of ``corpus_folder`` unless a model is
-    there already or ``base_model`` is not a local path (a Hugging Face id); what was built, if anything."""
-    path = Path(base_model)
-    if (path / "config.json").exists() or not base_model.startswith((".", "/")):
-        return None
-    return build_tiny_model(path, sorted(Path(corpus_folder).glob("*.jsonl")))

@@ -20,7 +20,7 @@ from flows.evaluate import evaluate
 from flows.ingest import ingest
 from flows.promote import promote
 from flows.train import train
-from sluice.core.config import SluiceConfig
+from sluice.core.config import Method, SluiceConfig, with_training_knobs
 from sluice.core.lake.client import require_commit_id
 from sluice.core.pipeline import IngestRequest, PipelineResult, main_commit_after
 from sluice.core.training.job import DATA_KIND
@@ -29,9 +29,23 @@ from tasks.reports import report_pipeline, report_waiting_for_data
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(data_ref: str = "main", ingest_first: list[IngestRequest] = [],  # noqa: B006 (a form default)
+def pipeline(data_ref: str = "main", base_model: str | None = None, method: Method | None = None,
+             max_steps: int | None = None, learning_rate: float | None = None,
+             ingest_first: list[IngestRequest] = [],  # noqa: B006 (a form default)
              config: SluiceConfig = SluiceConfig()) -> PipelineResult:  # noqa: B008
-    """Ingest (optional) → train → evaluate → register → gate → promote."""
+    """Ingest (optional) → train → evaluate → register → gate → promote.
+
+    Args:
+        data_ref: lakeFS branch, tag or commit of the data (pinned to its commit id).
+        base_model: A local folder, a Hugging Face id or models:/name@alias (empty: config.training.base_model).
+        method: sft or dpo (empty: config.training.method).
+        max_steps: Optimizer steps (empty: config.training.max_steps).
+        learning_rate: Peak learning rate (empty: config.training.learning_rate).
+        ingest_first: Sources to ingest before training (their merge commit is trained on).
+        config: Every setting; the fields above, when given, override its training section.
+    """
+    config = with_training_knobs(config, base_model=base_model, method=method, max_steps=max_steps,
+                                 learning_rate=learning_rate)
     ingested = [ingest(source=request.source, kind=request.kind, source_name=request.source_name, config=config)
                 for request in ingest_first]
     data_ref = main_commit_after(ingested) or data_ref

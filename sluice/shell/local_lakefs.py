@@ -19,12 +19,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.core.config import ConfigError, Environment, LakeFSConfig
+from sluice.core.errors import ExplainedError
 
 CREDENTIALS_FILE = "credentials.json"
 _ENV_KEYS = (
@@ -45,7 +46,7 @@ class LakeFSEndpoint:
         return f"LakeFSEndpoint(url={self.url!r}, access_key_id={self.access_key_id!r}, embedded={self.embedded})"
 
 
-class EmbeddedLakeFSError(RuntimeError):
+class EmbeddedLakeFSError(ExplainedError, RuntimeError):
     pass
 
 
@@ -88,7 +89,9 @@ class EmbeddedLakeFS:
     def log_path(self) -> Path:
         return self.data_dir / "server.log"
 
-    def start(self, timeout: float = 30.0) -> LakeFSEndpoint:
+    def start(self, timeout: float = 30.0, while_starting: Callable[[], object] | None = None) -> LakeFSEndpoint:
+        """Start the server and wait until it answers; ``while_starting`` runs meanwhile (e.g. the caller's own
+        imports: the server's start-up is another process's work)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key, secret = self.credentials or load_or_create_credentials(self.data_dir)
         ready = self.data_dir / f"ready-{os.getpid()}-{secrets.token_hex(3)}.json"
@@ -98,6 +101,8 @@ class EmbeddedLakeFS:
                    "--host", self.host, "--port", str(self.port), "--ready-file", str(ready)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if while_starting is not None:
+            while_starting()
         deadline = time.monotonic() + timeout
         try:
             while not ready.exists():
@@ -161,8 +166,10 @@ def wait_until_healthy(url: str, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def lakefs_environment(config: LakeFSConfig) -> Iterator[LakeFSEndpoint]:
-    """lakeFS from the environment, or the embedded server for the duration."""
+def lakefs_environment(config: LakeFSConfig,
+                       while_starting: Callable[[], object] | None = None) -> Iterator[LakeFSEndpoint]:
+    """lakeFS from the environment, or the embedded server for the duration (``while_starting`` runs while it
+    starts, or at once when lakeFS is already there)."""
     env = Environment.from_os()
     if env.lakefs_endpoint:
         if not env.lakefs_access_key_id or env.lakefs_secret_access_key is None:
@@ -171,11 +178,13 @@ def lakefs_environment(config: LakeFSConfig) -> Iterator[LakeFSEndpoint]:
                 "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY are not: set both, or unset the endpoint to use the "
                 "embedded server"
             ])
+        if while_starting is not None:
+            while_starting()
         yield LakeFSEndpoint(env.lakefs_endpoint, env.lakefs_access_key_id,
                              env.lakefs_secret_access_key.get_secret_value(), embedded=False)
         return
     server = EmbeddedLakeFS(config.embedded_data_dir, port=config.embedded_port)
-    endpoint = server.start()
+    endpoint = server.start(while_starting=while_starting)
     saved = {key: os.environ.get(key) for key in _ENV_KEYS}
     os.environ.update({
         "LAKECTL_SERVER_ENDPOINT_URL": endpoint.url,

@@ -3,7 +3,10 @@
 
 Services, in start order: the embedded lakeFS, an MLflow server (sqlite
 backend, proxied artifacts), a Prefect server, a process work pool and its
-worker, the event bridge, and the serving endpoint. Then ``prefect deploy
+worker, the event bridge, and the serving endpoint. lakeFS and MLflow keep
+their data where the embedded defaults do (``lakefs.embedded_data_dir``,
+``tracking.embedded_dir``: ``.sluice/lakefs`` and ``.sluice/mlflow``), so the
+stack serves what ``make demo`` published, trained and promoted. Then ``prefect deploy
 --all`` registers prefect.yaml, the data repository is created and the
 bridge's lakeFS action is installed in it.
 
@@ -150,6 +153,9 @@ class Stack:
         self.say = say
         self.state = StackState(state_dir=str(self.state_dir), repository=config.lakefs.repository,
                                 started_at=time.time())
+        # the embedded defaults' own stores: the stack sees what the demo (or any run without servers) made
+        self.lakefs_dir = config.lakefs.embedded_data_dir.resolve()
+        self.mlflow_dir = config.tracking.embedded_dir.resolve()
 
     # ------------------------------------------------------------------ processes
 
@@ -194,7 +200,7 @@ class Stack:
         config_file = self._write_stack_config()
         tokens = self._stack_secrets()
         url = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
-        key, secret = load_or_create_credentials(self.state_dir / "lakefs")
+        key, secret = load_or_create_credentials(self.lakefs_dir)
         variables = _Variables.for_stack(url, key, secret, tokens["serving_api_key"], self.state_dir)
         self.state.env = {**variables.lake, **variables.prefect, **variables.mlflow, **variables.serving,
                           "SLUICE_BRIDGE_URL": url["bridge"], "SLUICEGATE_HOME": str(PROJECT_ROOT),
@@ -238,17 +244,17 @@ class Stack:
         base, lake, url = variables.base, variables.lake, variables.url
         sluice = [sys.executable, "-m", "sluice"]
         self.say("starting lakeFS (embedded) …")
-        lakefs = self._spawn("lakefs", [*sluice, "lakefs", "serve", "--data-dir", str(self.state_dir / "lakefs"),
+        lakefs = self._spawn("lakefs", [*sluice, "lakefs", "serve", "--data-dir", str(self.lakefs_dir),
                                         "--port", str(self.ports["lakefs"])],
                              {**base, **lake, "LAKEFSACTION_SLUICE_BRIDGE_TOKEN": tokens["bridge_token"]},
                              url["lakefs"], f"{url['lakefs']}/api/v1/healthcheck")
         self.say("starting MLflow …")
-        (self.state_dir / "mlflow").mkdir(exist_ok=True)
+        (self.mlflow_dir / "artifacts").mkdir(parents=True, exist_ok=True)
         mlflow_server = self._spawn(
             "mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                        str(self.ports["mlflow"]), "--workers", "1", "--backend-store-uri",
-                       f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}", "--artifacts-destination",
-                       str(self.state_dir / "mlflow" / "artifacts")],
+                       f"sqlite:///{self.mlflow_dir / 'mlflow.db'}", "--artifacts-destination",
+                       str(self.mlflow_dir / "artifacts")],
             base, url["mlflow"], f"{url['mlflow']}/health")
         self.say("starting the Prefect server …")
         prefect_env = {**base, "PREFECT_HOME": str(self.state_dir / "prefect")}
@@ -345,6 +351,22 @@ def stack_status(state_dir: Path) -> list[ServiceStatus]:
     return [ServiceStatus(s.name, s.pid, process_alive(s.pid), s.url,
                           health_status(s.health) if s.health and process_alive(s.pid) else None)
             for s in state.services]
+
+
+# what a command run beside the stack takes from it: where its services are, and the serving endpoint's key
+_CLIENT_VARIABLES = ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "LAKECTL_SERVER_ENDPOINT_URL",
+                     "LAKECTL_CREDENTIALS_ACCESS_KEY_ID", "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", "SLUICE_SERVING_URL",
+                     "SLUICE_SERVING_API_KEYS")
+
+
+def running_stack_env(state_dir: Path) -> dict[str, str]:
+    """The client variables of the stack recorded in ``state_dir`` when its servers (lakeFS, MLflow, Prefect) are
+    running; nothing otherwise. Checked by process, not by HTTP, so it costs nothing when no stack runs."""
+    state = StackState.load(state_dir)
+    if state is None or not {"lakefs", "mlflow", "prefect-server"} <= {s.name for s in state.services
+                                                                       if process_alive(s.pid)}:
+        return {}
+    return {key: value for key, value in state.env.items() if key in _CLIENT_VARIABLES}
 
 
 def stop_stack(state_dir: Path, timeout: float = 20.0, say: Callable[[str], None] = print) -> list[str]:

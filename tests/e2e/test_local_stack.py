@@ -29,6 +29,8 @@ SLUICE = [sys.executable, "-m", "sluice"]
 def _config_file(tmp_path: Path, tiny_model: Path) -> Path:
     config = {
         "data": {"work_dir": str(tmp_path / "work")},
+        "lakefs": {"embedded_data_dir": str(tmp_path / "lakefs")},
+        "tracking": {"embedded_dir": str(tmp_path / "mlflow")},
         "training": {"base_model": str(tiny_model), "finetune": "full", "learning_rate": 0.002, "max_steps": 40,
                      "batch_size": 16, "logging_steps": 10, "save_steps": 100,
                      "output_dir": str(tmp_path / "training")},
@@ -44,6 +46,11 @@ def _config_file(tmp_path: Path, tiny_model: Path) -> Path:
 @pytest.fixture
 def stack(tmp_path, tiny_model):  # type: ignore[no-untyped-def]
     state_dir = tmp_path / "stack"
+    # what a run without servers (make demo) left in the embedded MLflow store: the stack must serve it
+    from sluice.core.config import TrackingConfig
+    from sluice.core.registry.tracking import ensure_experiment, tracking_target
+
+    ensure_experiment(tracking_target(TrackingConfig(embedded_dir=tmp_path / "mlflow")), "made-before-up")
     up = subprocess.run([*SLUICE, "up", "--free-ports", "--state-dir", str(state_dir), "-c",
                          str(_config_file(tmp_path, tiny_model))], cwd=REPO_ROOT, capture_output=True, text=True,
                         timeout=400, check=False)
@@ -129,6 +136,7 @@ def test_new_data_reaches_the_serving_endpoint_and_bad_data_starts_nothing(stack
 
     from mlflow import MlflowClient
 
+    assert MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name("made-before-up") is not None
     champion = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias("sluicegate-model", "champion")
     assert champion.tags["lakefs.commit"] == merged
     deadline = time.monotonic() + 60

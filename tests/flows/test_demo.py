@@ -57,7 +57,7 @@ def test_sluice_demo_from_the_command_line(tmp_path):
     command = [sys.executable, "-m", "sluice", "demo", f"lakefs.embedded_data_dir={data_dir}",
                "lakefs.embedded_port=0", f"data.work_dir={tmp_path / 'work'}",
                f"training.base_model={tmp_path / 'tiny'}", f"training.output_dir={tmp_path / 'training'}",
-               f"tracking.embedded_dir={tmp_path / 'mlflow'}", "training.max_steps=20", "evaluation.max_samples=16"]
+               f"tracking.embedded_dir={tmp_path / 'mlflow'}", "training.max_steps=6", "evaluation.max_samples=8"]
     first = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     lines = first.stdout.splitlines()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from sluice.shell.cli import app
 from sluice.core.data.demo_data import build_demo_data, write_demo_data
+from sluice.shell.cli import app
 from tests.conftest import REPO_ROOT
 
 HEAVY = ["torch", "transformers", "prefect", "lakefs", "mlflow", "pandas", "great_expectations", "ragas",

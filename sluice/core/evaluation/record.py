@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from sluice.core.config import EvaluationConfig
 from sluice.core.evaluation.results import EvaluatedModel
 from sluice.core.registry.tracking import TrackingTarget, ensure_experiment, mlflow_client
@@ -52,3 +54,27 @@ def load_scores(evaluation: EvaluatedModel) -> dict[str, list[float]]:
                                                tracking_uri=evaluation.tracking_uri)
     stored = json.loads(Path(path).read_text())
     return {m: [math.nan if x is None else float(x) for x in v] for m, v in stored.items()}
+
+
+class SampleAnswers(BaseModel):
+    """One eval question, its reference answer, and what two models answered."""
+
+    question: str
+    reference: str
+    answers: dict[str, str]  # model label → its answer
+
+
+def sample_answers(models: list[EvaluatedModel], index: int = 0) -> SampleAnswers:
+    """The ``index``-th eval sample as each model answered it (from the evaluations' ``eval/samples.json``)."""
+    import mlflow
+
+    answers: dict[str, str] = {}
+    question = reference = ""
+    for model in models:
+        path = mlflow.artifacts.download_artifacts(run_id=model.run_id, artifact_path="eval/samples.json",
+                                                   tracking_uri=model.tracking_uri)
+        table = json.loads(Path(path).read_text())
+        row = dict(zip(table["columns"], table["data"][index], strict=True))
+        question, reference = row["question"], row["reference"]
+        answers[model.label] = row["prediction"]
+    return SampleAnswers(question=question, reference=reference, answers=answers)

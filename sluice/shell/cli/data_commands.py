@@ -5,12 +5,13 @@ export`` (the serving endpoint's feedback as preference data). Registered in
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from sluice.shell.cli.options import ConfigFiles, EnvName, Overrides, config_for_flows
+from sluice.shell.cli.options import ConfigFiles, Debug, EnvName, Overrides, config_for_flows, explained_failures
 
 
 def demo_data(
@@ -31,6 +32,7 @@ def ingest(
     ] = None,
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,
     overrides: Overrides = None,
 ) -> None:
     """Ingest a dataset through write-audit-publish: it reaches main only if its contract holds."""
@@ -40,16 +42,15 @@ def ingest(
         typer.echo(f"error: unknown dataset kind {kind!r}: expected one of {', '.join(KINDS)}", err=True)
         raise typer.Exit(2)
     resolved = config_for_flows(env, config, overrides)
-    from flows.ingest import ingest as ingest_flow
     from sluice.core.data.batch import IngestRejected
     from sluice.shell.local_lakefs import lakefs_environment
 
-    with lakefs_environment(resolved.lakefs):
-        try:
-            result = ingest_flow(source=source, kind=kind, source_name=source_name, config=resolved)  # type: ignore[arg-type]
-        except IngestRejected as rejected:
-            typer.echo(f"\nREJECTED: {rejected}", err=True)
-            raise typer.Exit(1) from None
+    # the flow's imports (Prefect, pandas, …) run while the embedded lakeFS starts in its own process
+    with explained_failures(debug, {IngestRejected: "REJECTED"}), \
+            lakefs_environment(resolved.lakefs, while_starting=lambda: importlib.import_module("flows.ingest")):
+        from flows.ingest import ingest as ingest_flow
+
+        result = ingest_flow(source=source, kind=kind, source_name=source_name, config=resolved)  # type: ignore[arg-type]
     typer.echo(f"\n{result.decision}: {result.message}")
 
 
@@ -58,6 +59,7 @@ def feedback_export(
     = None,
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,
     overrides: Overrides = None,
 ) -> None:
     """Commit unexported feedback to lakeFS as preference data (write-audit-publish), for DPO."""
@@ -65,6 +67,6 @@ def feedback_export(
     from flows.feedback import export_feedback
     from sluice.shell.local_lakefs import lakefs_environment
 
-    with lakefs_environment(resolved.lakefs):
+    with explained_failures(debug), lakefs_environment(resolved.lakefs):
         result = export_feedback(feedback_db=str(database) if database else None, config=resolved)
     typer.echo(result.message)

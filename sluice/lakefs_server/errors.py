@@ -41,6 +41,14 @@ class PreconditionFailed(APIError):
     status = 412
 
 
+class PayloadTooLarge(APIError):
+    status = 413
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+
+
 class RangeNotSatisfiable(APIError):
     status = 416
 

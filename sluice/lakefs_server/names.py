@@ -39,3 +39,17 @@ def validate_path(path: str | None) -> str:
             f"({MAX_PATH_BYTES})"
         )
     return path
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_new_path(path: str | None) -> str:
+    """A path an object is written at: :func:`validate_path`, and no control
+    characters (NUL, CR, LF, …), which no HTTP header, file name or terminal
+    can carry back to whoever reads the object."""
+    path = validate_path(path)
+    if found := _CONTROL_CHARACTER.search(path):
+        raise BadRequest(f"argument path: invalid value: validation error: control character "
+                         f"U+{ord(found.group()):04X} at position {found.start()} is not allowed in an object path")
+    return path

@@ -20,9 +20,9 @@ _STYLE = ("body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}tab
           "td,th{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}code{font-size:.9em}")
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title><style>{_STYLE}</style>"
-                        f"<p><a href='/'>repositories</a></p><h1>{escape(title)}</h1>{body}")
+                        f"<p><a href='/'>repositories</a></p><h1>{escape(title)}</h1>{body}", status_code=status)
 
 
 def _when(seconds: int) -> str:
@@ -72,7 +72,7 @@ def ui_routes(store: MetadataStore) -> list[Route]:
             try:
                 return handler(request)
             except APIError as exc:
-                return _page(f"{exc.status}", f"<p>{escape(exc.message)}</p>")
+                return _page(f"{exc.status}", f"<p>{escape(exc.message)}</p>", exc.status)
 
         return endpoint
 

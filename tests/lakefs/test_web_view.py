@@ -43,7 +43,7 @@ def test_web_view_asks_for_credentials(repo, lakefs_server, auth):
     assert headers.get("WWW-Authenticate") == 'Basic realm="lakeFS"'
 
 
-def test_unknown_commit_page_is_not_a_crash(repo, lakefs_server):
+def test_unknown_commit_page_is_a_404_page(repo, lakefs_server):
     auth = (lakefs_server.access_key_id, lakefs_server.secret_access_key)
     status, html, _ = _get(f"{lakefs_server.url}/repositories/{repo.id}/commits/{'0' * 64}", auth)
-    assert status == 200 and "not found" in html
+    assert status == 404 and "not found" in html

@@ -4,7 +4,6 @@ but the health check and the setup state, as lakeFS does."""
 from __future__ import annotations
 
 import base64
-import binascii
 import secrets
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ class BasicAuth:
     def __init__(self, app: ASGIApp, credentials: Credentials):
         self.app = app
         expected = f"{credentials.access_key_id}:{credentials.secret_access_key}".encode()
-        self.expected = b"Basic " + base64.b64encode(expected)
+        self.expected_token = base64.b64encode(expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in self.OPEN:
@@ -42,10 +41,8 @@ class BasicAuth:
         await self.app(scope, receive, send)
 
     def _valid(self, header: bytes) -> bool:
-        if not header.startswith(b"Basic "):
+        # RFC 7617 (via RFC 7235): the scheme is case-insensitive; `basic` and `BASIC` are Basic.
+        scheme, _, token = header.strip().partition(b" ")
+        if scheme.lower() != b"basic":
             return False
-        try:
-            base64.b64decode(header[6:], validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return secrets.compare_digest(header, self.expected)
+        return secrets.compare_digest(token.strip(), self.expected_token)

@@ -16,6 +16,8 @@ from ..metadata.records import EMPTY_TREE, Commit, Difference, ObjectEntry, Reso
 from .conventions import body_json, json_response, listing, query_amount, query_bool, string_map
 from .state import ServerState
 
+MAX_COMMIT_DATE = (2**63 - 1) // 1_000_000_000  # 2262-04-11, the last second in int64 nanoseconds
+
 
 def _commit_json(commit: Commit) -> dict[str, Any]:
     return {
@@ -40,9 +42,7 @@ async def commit(state: ServerState, request: Request, repo: str, branch: str) -
         raise BadRequest('request body has an error: doesn\'t match schema #/components/schemas/CommitCreation: '
                          'Error at "/message": property "message" is missing')
     metadata = string_map(body, "metadata", "CommitCreation")
-    date = body.get("date")
-    if date is not None and not isinstance(date, int):
-        raise BadRequest('request body has an error: Error at "/date": value must be an integer')
+    date = _commit_date(body.get("date"))
     user = state.credentials.user
     state.store.branch_head(repo, branch)
     async with state.branch_locks[(repo, branch)]:
@@ -59,6 +59,19 @@ async def commit(state: ServerState, request: Request, repo: str, branch: str) -
     return json_response(_commit_json(commit), 201)
 
 
+def _commit_date(date: Any) -> int | None:
+    """The commit's ``date`` (seconds since the epoch), within what the store
+    keeps: nanoseconds in a signed 64-bit integer."""
+    if date is None:
+        return None
+    if not isinstance(date, int) or isinstance(date, bool):
+        raise BadRequest('request body has an error: Error at "/date": value must be an integer')
+    if not 0 <= date <= MAX_COMMIT_DATE:
+        raise BadRequest(f'request body has an error: Error at "/date": value must be between 0 and '
+                         f'{MAX_COMMIT_DATE} (seconds since the epoch)')
+    return date
+
+
 async def get_commit(state: ServerState, request: Request, repo: str, commit: str) -> Response:
     return json_response(_commit_json(state.store.resolve_commit(repo, commit)))
 
@@ -70,13 +83,14 @@ def _resolve_or(state: ServerState, repo: str, ref: str, missing: str) -> str:
         raise NotFound(missing) from None
 
 
-def _since(request: Request) -> datetime | None:
+def _since(request: Request) -> float | None:
+    """The ``since`` query parameter in seconds since the epoch."""
     since = request.query_params.get("since")
     if not since:
         return None
     try:
-        return datetime.fromisoformat(since.replace("Z", "+00:00"))
-    except ValueError:
+        return datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):  # not a date, or one no clock can place (year 1 in local time)
         raise BadRequest('parameter "since" in query has an error: not an RFC 3339 date-time') from None
 
 
@@ -91,7 +105,7 @@ async def log_commits(state: ServerState, request: Request, repo: str, ref: str)
     results: list[dict[str, Any]] = []
     has_more, skipping = False, after is not None
     for commit in state.store.log(repo, start, first_parent=query_bool(request, "first_parent")):
-        if since is not None and commit.creation_date < since.timestamp():
+        if since is not None and commit.creation_date < since:
             continue
         if skipping:
             skipping = commit.id != after

@@ -10,11 +10,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 API = "/api/v1"
 MAX_PER_PAGE = 1000
 DEFAULT_AMOUNT = 100
+# lakeFS request bodies are small (the largest: 1,000 paths to delete); object
+# uploads are not JSON and stream at any size.
+MAX_JSON_BODY_BYTES = 4 << 20
+MAX_JSON_DEPTH = 32
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -64,17 +68,66 @@ def require_query(request: Request, name: str) -> str:
 
 async def body_json(request: Request, schema: str) -> dict[str, Any]:
     """The request's JSON object (empty when there is no body); ``schema``
-    names it in errors as lakeFS does."""
-    raw = await request.body()
+    names it in errors as lakeFS does. Only ``application/json`` is read (a
+    browser cannot send it cross-site without a CORS preflight), at most
+    :data:`MAX_JSON_BODY_BYTES`, nested at most :data:`MAX_JSON_DEPTH` deep."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType(f"request body has an error: header Content-Type has unexpected value "
+                                   f"{content_type!r}: expected application/json")
+    raw = await _read_capped(request)
     if not raw:
         return {}
+    if content_type is None:
+        raise UnsupportedMediaType("request body has an error: header Content-Type is missing: "
+                                   "expected application/json")
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"request body has an error: failed to decode request body: {exc}") from None
+    except RecursionError:  # the decoder's own guard, far deeper than ours
+        raise _too_deep() from None
+    if not _nested_at_most(body, MAX_JSON_DEPTH):
+        raise _too_deep()
     if not isinstance(body, dict):
         raise BadRequest(f"request body has an error: doesn't match schema #/components/schemas/{schema}")
     return body
+
+
+def _too_deep() -> BadRequest:
+    return BadRequest(f"request body has an error: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+async def _read_capped(request: Request) -> bytes:
+    """The body, read in chunks and refused as soon as it passes the cap, so
+    an oversized body never sits in memory."""
+    too_large = PayloadTooLarge(f"request body has an error: body is larger than {MAX_JSON_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+        raise too_large
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_JSON_BODY_BYTES:
+            raise too_large
+    return bytes(received)
+
+
+def _nested_at_most(value: Any, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
 
 
 def string_map(body: dict[str, Any], key: str, schema: str) -> dict[str, str]:

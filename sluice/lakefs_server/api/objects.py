@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -18,14 +19,15 @@ from starlette.responses import Response, StreamingResponse
 from ..blobs import BlobWriter
 from ..errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
 from ..metadata.records import ObjectEntry, ResolvedRef
-from ..names import validate_path
+from ..names import validate_new_path, validate_path
 from .conventions import body_json, json_response, listing, query_amount, query_bool, require_query
 from .state import ServerState
 
 MAX_DELETE_PATHS = 1000
 READ_CHUNK = 1 << 20
 _USER_META = "x-lakefs-meta-"
-_INLINE_TYPES = ("text/plain", "application/json", "image/")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+_NOT_IN_QUOTED_NAME = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
 def _object_stats(namespace: str, entry: ObjectEntry, with_metadata: bool = True) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def _object_stats(namespace: str, entry: ObjectEntry, with_metadata: bool = True
 
 
 async def upload_object(state: ServerState, request: Request, repo: str, branch: str) -> Response:
-    path = validate_path(require_query(request, "path"))
+    path = validate_new_path(require_query(request, "path"))
     store = state.store
     store.get_repository(repo)
     store.branch_head(repo, branch, missing=f"branch '{branch}' not found")
@@ -55,12 +57,12 @@ async def upload_object(state: ServerState, request: Request, repo: str, branch:
         repo, ResolvedRef(store.branch_head(repo, branch), branch), path
     ):
         raise PreconditionFailed("path already exists")
-    content_type = request.headers.get("content-type") or "application/octet-stream"
+    content_type = _content_type(request.headers.get("content-type"))
     metadata = {k[len(_USER_META):]: v for k, v in request.headers.items() if k.startswith(_USER_META)}
     writer = state.blobs.writer()
     try:
         if content_type.startswith("multipart/form-data"):
-            content_type = await _receive_multipart(request, writer)
+            content_type = _content_type(await _receive_multipart(request, writer))
         else:
             async for chunk in request.stream():
                 writer.write(chunk)
@@ -75,6 +77,16 @@ async def upload_object(state: ServerState, request: Request, repo: str, branch:
     return json_response(_object_stats(state.namespace(repo), entry), 201)
 
 
+def _content_type(value: str | None) -> str:
+    """The object's content type, sent back as a header on every read: it
+    must be one that a header can carry."""
+    if not value:
+        return "application/octet-stream"
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        raise BadRequest("header Content-Type has an error: only printable ASCII is allowed")
+    return value
+
+
 async def _receive_multipart(request: Request, writer: BlobWriter) -> str:
     """The generated client uploads as multipart with a ``content`` field
     (lakeFS accepts both); returns that part's content type."""
@@ -84,7 +96,7 @@ async def _receive_multipart(request: Request, writer: BlobWriter) -> str:
             raise BadRequest("multipart upload: missing file field 'content'")
         while chunk := await part.read(READ_CHUNK):
             writer.write(chunk)
-        return part.content_type or "application/octet-stream"
+        return part.content_type or ""
 
 
 async def delete_object(state: ServerState, request: Request, repo: str, branch: str) -> Response:
@@ -120,16 +132,25 @@ def _entry(state: ServerState, request: Request, repo: str, ref: str) -> ObjectE
     return entry
 
 
+def _content_disposition(path: str) -> str:
+    """Always an attachment: object content never renders on the web view's
+    origin. The name as RFC 6266/5987 give it: an ASCII stand-in, and the
+    exact UTF-8 name for clients that read ``filename*``."""
+    name = path.rsplit("/", 1)[-1]
+    if not name:
+        return "attachment"
+    fallback = _NOT_IN_QUOTED_NAME.sub("_", name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def _object_headers(entry: ObjectEntry) -> dict[str, str]:
-    inline = entry.content_type.startswith(_INLINE_TYPES)
-    filename = entry.path.rsplit("/", 1)[-1].replace('"', "")
     return {
         "ETag": f'"{entry.checksum}"',
         "Last-Modified": email.utils.formatdate(entry.mtime, usegmt=True),
         "Content-Type": entry.content_type,
         "Accept-Ranges": "bytes",
         "Cache-Control": "no-store, must-revalidate",
-        "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{filename}"',
+        "Content-Disposition": _content_disposition(entry.path),
     }
 
 

@@ -6,6 +6,12 @@ lakeFS calls ``POST /lakefs`` after a merge or commit (the action file in
 a Prefect event and posts it to the Prefect server's events API, answering
 2xx only once Prefect has accepted it.
 
+What it takes in is bounded: the secret is checked (in constant time) before
+a byte of the body is read, so an unauthenticated caller costs nothing; a
+body over 1 MB is refused with 413 while it streams in, JSON that is malformed
+or nested too deep with 400 (:mod:`sluice.shell.webhook_body`), and a hook
+from a repository the bridge is not configured for with 403, recorded nowhere.
+
 Delivery is at least once, without duplicates:
 
 - every event's id is derived from (repository, branch, event, commit id), and
@@ -29,12 +35,9 @@ import fnmatch
 import hmac
 import logging
 import os
-import sqlite3
 import threading
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,13 +48,15 @@ from pydantic import BaseModel, Field
 
 from sluice.core.config import BridgeConfig
 from sluice.core.project import DEPLOYMENTS
+from sluice.shell.bridge_ledger import EmittedLedger
+from sluice.shell.webhook_body import BodyRejected, check_declared_length, parse_json, read_capped
 
 TOKEN_VARIABLE = "SLUICE_BRIDGE_TOKEN"
 TOKEN_HEADER = "X-Sluice-Token"
 WEBHOOK_PATH = "/lakefs"
+UNAUTHORIZED_MESSAGE = f"missing or wrong {TOKEN_HEADER} header"
 # A fixed namespace: the same commit always gives the same event id, in any process.
 _EVENT_NAMESPACE = uuid.UUID("5b2f3a9e-0c1d-4e57-9f0a-6c5e1d2b7a10")
-_CLAIM_EXPIRES_SECONDS = 120.0  # a claim left by a crashed emit is taken over after this
 
 log = logging.getLogger("sluice.bridge")
 
@@ -162,71 +167,6 @@ def token_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
-# ------------------------------------------------------------------ the ledger
-
-
-class EmittedLedger:
-    """Which events were emitted, and where each watched branch was last seen (sqlite, durable)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS emitted (event_id TEXT PRIMARY KEY, repository TEXT, "
-                       "branch TEXT, event TEXT, commit_id TEXT, via TEXT, state TEXT, at REAL)")
-            db.execute("CREATE TABLE IF NOT EXISTS watermarks (repository TEXT, branch TEXT, commit_id TEXT, "
-                       "PRIMARY KEY (repository, branch))")
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
-        finally:
-            db.close()
-
-    def claim(self, event: BridgeEvent, via: str) -> bool:
-        """True when this caller is to emit the event; False when it was emitted (or is being emitted)."""
-        now = time.time()
-        with self._lock, self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT state, at FROM emitted WHERE event_id = ?", (str(event.id),)).fetchone()
-            if row is not None and (row[0] == "emitted" or now - row[1] < _CLAIM_EXPIRES_SECONDS):
-                db.execute("COMMIT")
-                return False
-            db.execute("INSERT OR REPLACE INTO emitted VALUES (?, ?, ?, ?, ?, ?, 'claimed', ?)",
-                       (str(event.id), event.repository, event.branch, event.event, event.commit_id, via, now))
-            db.execute("COMMIT")
-            return True
-
-    def confirm(self, event: BridgeEvent) -> None:
-        with self._lock, self._connect() as db:
-            db.execute("UPDATE emitted SET state = 'emitted', at = ? WHERE event_id = ?", (time.time(), str(event.id)))
-
-    def release(self, event: BridgeEvent) -> None:
-        """Forget a claim whose emit failed, so a retry or the reconciler emits it."""
-        with self._lock, self._connect() as db:
-            db.execute("DELETE FROM emitted WHERE event_id = ? AND state = 'claimed'", (str(event.id),))
-
-    def emitted(self) -> list[dict[str, Any]]:
-        with self._connect() as db:
-            rows = db.execute("SELECT event_id, repository, branch, event, commit_id, via, state, at FROM emitted "
-                              "ORDER BY at").fetchall()
-        keys = ("event_id", "repository", "branch", "event", "commit_id", "via", "state", "at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    def watermarks(self, repository: str) -> dict[str, str]:
-        with self._connect() as db:
-            rows = db.execute("SELECT branch, commit_id FROM watermarks WHERE repository = ?", (repository,))
-            return dict(rows.fetchall())
-
-    def set_watermark(self, repository: str, branch: str, commit_id: str) -> None:
-        with self._lock, self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO watermarks VALUES (?, ?, ?)", (repository, branch, commit_id))
-
-
 # ------------------------------------------------------------------ Prefect
 
 
@@ -281,8 +221,17 @@ class Bridge:
             raise ValueError(f"{TOKEN_VARIABLE} is empty: the bridge needs a shared secret")
         self.settings, self.token, self.sink, self.ledger = settings, token, sink, ledger
         self.repository, self.default_branch = repository, default_branch
+        # the only repositories whose hooks become events: a valid token does not open the others
+        self.repositories = frozenset({repository})
         self.counts = {"received": 0, "emitted": 0, "duplicates": 0, "ignored": 0, "unauthorized": 0,
-                       "failed": 0, "reconciled": 0}
+                       "refused": 0, "failed": 0, "reconciled": 0}
+
+    def authorized(self, given_token: str | None) -> bool:
+        """Whether the shared secret is right (constant-time); a wrong one is counted."""
+        if token_matches(self.token, given_token):
+            return True
+        self.counts["unauthorized"] += 1
+        return False
 
     def emit_once(self, event: BridgeEvent, via: str) -> bool:
         """Emit unless already emitted; True when emitted now. A failed emit leaves no claim behind."""
@@ -304,14 +253,19 @@ class Bridge:
 
     def handle_webhook(self, body: Any, given_token: str | None) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON answer) for one webhook delivery."""
-        if not token_matches(self.token, given_token):
-            self.counts["unauthorized"] += 1
-            return 401, {"error": f"missing or wrong {TOKEN_HEADER} header"}
+        if not self.authorized(given_token):
+            return 401, {"error": UNAUTHORIZED_MESSAGE}
         self.counts["received"] += 1
         try:
             event = event_from_webhook(body)
         except WebhookError as error:
             return 400, {"error": str(error)}
+        repository = body.get("repository_id")  # a mapping: event_from_webhook checked
+        if repository not in self.repositories:
+            self.counts["refused"] += 1
+            log.warning("refused a webhook for repository %r: not one this bridge serves", repository)
+            return 403, {"error": f"webhook body: repository {repository!r} is not one this bridge serves "
+                                 f"({', '.join(sorted(self.repositories))}); nothing was recorded"}
         if event is None or not branch_is_watched(event.branch, self.settings.watched_branches):
             self.counts["ignored"] += 1
             return 200, {"status": "ignored", "reason": "not a post-* hook on a watched branch"}
@@ -368,18 +322,17 @@ def create_app(bridge: Bridge) -> FastAPI:
 
     @app.post(WEBHOOK_PATH)
     async def webhook(request: Request) -> JSONResponse:
-        import json
-
         import anyio
 
-        raw = await request.body()
+        # the secret first: an unauthenticated caller gets nothing read, buffered or parsed
         token = request.headers.get(TOKEN_HEADER)
+        if not bridge.authorized(token):
+            return _refusal(401, {"error": UNAUTHORIZED_MESSAGE})
         try:
-            body = json.loads(raw) if raw else None
-        except json.JSONDecodeError as error:
-            if not token_matches(bridge.token, token):
-                return JSONResponse({"error": f"missing or wrong {TOKEN_HEADER} header"}, status_code=401)
-            return JSONResponse({"error": f"webhook body is not JSON: {error}"}, status_code=400)
+            check_declared_length(request.headers.get("content-length"))
+            body = parse_json(await read_capped(request.stream()))
+        except BodyRejected as error:
+            return _refusal(error.status, {"error": str(error)})
         status, answer = await anyio.to_thread.run_sync(bridge.handle_webhook, body, token)
         return JSONResponse(answer, status_code=status)
 
@@ -389,6 +342,12 @@ def create_app(bridge: Bridge) -> FastAPI:
                 "watched_branches": bridge.settings.watched_branches, "counts": bridge.counts}
 
     return app
+
+
+def _refusal(status: int, answer: dict[str, Any]) -> JSONResponse:
+    """An answer given before the body was read: the connection closes after it, so the rest of the body
+    is not received at all."""
+    return JSONResponse(answer, status_code=status, headers={"Connection": "close"})
 
 
 def reconcile_forever(bridge: Bridge, client_factory: Any, stop: threading.Event) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sluice.core.config import ConfigError, Environment, LakeFSConfig
 from sluice.core.errors import ExplainedError
+from sluice.core.private_files import private_dir
 
 CREDENTIALS_FILE = "credentials.json"
 _ENV_KEYS = (
@@ -52,12 +53,12 @@ class EmbeddedLakeFSError(ExplainedError, RuntimeError):
 
 def load_or_create_credentials(data_dir: Path) -> tuple[str, str]:
     """Credentials of an embedded server's data directory, created on first use
-    (readable by the owner only)."""
+    (readable by the owner only, in a folder created 0700)."""
     path = data_dir / CREDENTIALS_FILE
     if path.exists():
         stored = json.loads(path.read_text())
         return stored["access_key_id"], stored["secret_access_key"]
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # it holds the credentials and the repositories' content
     access_key_id = "AKIASLUICE" + secrets.token_hex(5).upper()
     secret = secrets.token_urlsafe(30)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -92,7 +93,7 @@ class EmbeddedLakeFS:
     def start(self, timeout: float = 30.0, while_starting: Callable[[], object] | None = None) -> LakeFSEndpoint:
         """Start the server and wait until it answers; ``while_starting`` runs meanwhile (e.g. the caller's own
         imports: the server's start-up is another process's work)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         key, secret = self.credentials or load_or_create_credentials(self.data_dir)
         ready = self.data_dir / f"ready-{os.getpid()}-{secrets.token_hex(3)}.json"
         env = {**os.environ, **self.extra_env,

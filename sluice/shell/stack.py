@@ -12,10 +12,13 @@ bridge's lakeFS action is installed in it.
 
 Each service runs in its own session (so it outlives the ``sluice up``
 command), logs to ``<state dir>/logs/<service>.log``, and is recorded in
-``<state dir>/stack.json`` with its pid and URL. ``sluice down`` stops exactly
-the recorded processes (and their process groups) and checks they are gone.
+``<state dir>/stack.json`` with its pid, its start time and URL. ``sluice
+down`` stops exactly the recorded processes (and their process groups) and
+checks they are gone: a pid whose process started at another time is a
+stranger that reused the number, and is left alone.
 ``<state dir>/stack.env`` holds the variables a shell needs to use the stack
-(``set -a; . .sluice/stack/stack.env``).
+(``set -a; . .sluice/stack/stack.env``). The state folder is 0700, and its
+files holding secrets (stack.json, stack.env, secrets.json) are created 0600.
 """
 
 from __future__ import annotations
@@ -29,53 +32,31 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.core.config import SluiceConfig, config_to_yaml
+from sluice.core.private_files import private_dir, write_private
 from sluice.core.project import PROJECT_ROOT
+from sluice.shell.stack_state import (
+    Service,
+    StackState,
+    is_our_process,
+    process_alive,
+    process_create_time,
+    recorded_at,
+)
+
+__all__ = ["DEFAULT_PORTS", "KILL_WAIT_SECONDS", "Service", "Stack", "StackError", "StackState", "free_port",
+           "process_alive", "running_stack_env", "stack_status", "stop_stack"]
 
 WORK_POOL = "sluicegate-process"
+KILL_WAIT_SECONDS = 5.0  # how long `down` waits for a process to vanish after SIGKILL
 DEFAULT_PORTS = {"lakefs": 8000, "mlflow": 5000, "prefect": 4200, "bridge": 8765, "serving": 8080}
 
 
 class StackError(RuntimeError):
     pass
-
-
-@dataclass
-class Service:
-    name: str
-    pid: int
-    url: str
-    log: str
-    health: str  # URL answering 2xx (or the serving endpoint's 503 "no champion yet") while up
-
-
-@dataclass
-class StackState:
-    state_dir: str
-    services: list[Service] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    repository: str = ""
-    started_at: float = 0.0
-
-    def save(self) -> None:
-        path = Path(self.state_dir) / "stack.json"
-        path.write_text(json.dumps(asdict(self), indent=2))
-        path.chmod(0o600)
-        env_file = Path(self.state_dir) / "stack.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())))
-        env_file.chmod(0o600)
-
-    @classmethod
-    def load(cls, state_dir: Path) -> StackState | None:
-        path = state_dir / "stack.json"
-        if not path.exists():
-            return None
-        data = json.loads(path.read_text())
-        return cls(state_dir=data["state_dir"], services=[Service(**s) for s in data["services"]], env=data["env"],
-                   repository=data.get("repository", ""), started_at=data.get("started_at", 0.0))
 
 
 def free_port() -> int:
@@ -86,20 +67,6 @@ def free_port() -> int:
 
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def health_status(url: str, timeout: float = 2.0) -> int | None:
@@ -166,7 +133,8 @@ class Stack:
         with log_path.open("ab") as log:
             process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, start_new_session=True)
-        service = Service(name=name, pid=process.pid, url=url, log=str(log_path), health=health)
+        service = Service(name=name, pid=process.pid, url=url, log=str(log_path), health=health,
+                          create_time=process_create_time(process.pid))
         self.state.services.append(service)
         self.state.save()
         return service
@@ -196,9 +164,9 @@ class Stack:
     def up(self) -> StackState:
         from sluice.shell.local_lakefs import load_or_create_credentials
 
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir, tighten_existing=True)
         config_file = self._write_stack_config()
-        tokens = self._stack_secrets()
+        tokens = stack_secrets(self.state_dir)
         url = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         key, secret = load_or_create_credentials(self.lakefs_dir)
         variables = _Variables.for_stack(url, key, secret, tokens["serving_api_key"], self.state_dir)
@@ -227,17 +195,8 @@ class Stack:
             "bridge": self.config.bridge.model_copy(update={"state_file": self.state_dir / "bridge" / "emitted.db",
                                                             "reconcile_seconds": 10.0})})
         config_file = self.state_dir / "config.yaml"
-        config_file.write_text(config_to_yaml(self.config))
+        write_private(config_file, config_to_yaml(self.config))
         return config_file
-
-    def _stack_secrets(self) -> dict[str, str]:
-        """The bridge's shared token and the serving API key: made on the first ``up``, kept for the next."""
-        secrets_file = self.state_dir / "secrets.json"
-        if not secrets_file.exists():
-            secrets_file.write_text(json.dumps({"bridge_token": secrets.token_urlsafe(24),
-                                                "serving_api_key": "sk-sluice-" + secrets.token_urlsafe(18)}))
-            secrets_file.chmod(0o600)
-        return json.loads(secrets_file.read_text())
 
     def _start_servers(self, variables: _Variables, tokens: Mapping[str, str]) -> None:
         """lakeFS, MLflow and the Prefect server (what the rest needs), started together, then awaited."""
@@ -288,6 +247,16 @@ class Stack:
         time.sleep(0.5)
         if not process_alive(worker.pid):
             raise StackError(f"the worker exited; its log ({worker.log}) ends:\n{_tail(worker.log)}")
+
+
+def stack_secrets(state_dir: Path) -> dict[str, str]:
+    """The bridge's shared token and the serving API key: made on the first ``up`` (in a file created 0600),
+    kept for the next."""
+    secrets_file = private_dir(state_dir, tighten_existing=True) / "secrets.json"
+    if not secrets_file.exists():
+        write_private(secrets_file, json.dumps({"bridge_token": secrets.token_urlsafe(24),
+                                                "serving_api_key": "sk-sluice-" + secrets.token_urlsafe(18)}))
+    return dict(json.loads(secrets_file.read_text()))
 
 
 def set_deployment_config(config: SluiceConfig, api_url: str) -> None:
@@ -348,9 +317,13 @@ def stack_status(state_dir: Path) -> list[ServiceStatus]:
     state = StackState.load(state_dir)
     if state is None:
         return []
-    return [ServiceStatus(s.name, s.pid, process_alive(s.pid), s.url,
-                          health_status(s.health) if s.health and process_alive(s.pid) else None)
-            for s in state.services]
+    written_at = recorded_at(state_dir)
+    statuses = []
+    for s in state.services:
+        running = is_our_process(s, written_at)
+        statuses.append(ServiceStatus(s.name, s.pid, running, s.url,
+                                      health_status(s.health) if s.health and running else None))
+    return statuses
 
 
 # what a command run beside the stack takes from it: where its services are, and the serving endpoint's key
@@ -363,35 +336,66 @@ def running_stack_env(state_dir: Path) -> dict[str, str]:
     """The client variables of the stack recorded in ``state_dir`` when its servers (lakeFS, MLflow, Prefect) are
     running; nothing otherwise. Checked by process, not by HTTP, so it costs nothing when no stack runs."""
     state = StackState.load(state_dir)
-    if state is None or not {"lakefs", "mlflow", "prefect-server"} <= {s.name for s in state.services
-                                                                       if process_alive(s.pid)}:
+    if state is None:
+        return {}
+    written_at = recorded_at(state_dir)
+    if not {"lakefs", "mlflow", "prefect-server"} <= {s.name for s in state.services
+                                                      if is_our_process(s, written_at)}:
         return {}
     return {key: value for key, value in state.env.items() if key in _CLIENT_VARIABLES}
 
 
-def stop_stack(state_dir: Path, timeout: float = 20.0, say: Callable[[str], None] = print) -> list[str]:
+def stop_stack(state_dir: Path, timeout: float = 20.0, say: Callable[[str], None] = print,
+               kill_wait: float = KILL_WAIT_SECONDS) -> list[str]:
     """Stop exactly the recorded services (newest first): SIGTERM to each process group, then SIGKILL
-    for whatever is still there after ``timeout``. The names stopped."""
+    for whatever is still there after ``timeout``, waiting at most ``kill_wait`` for it to go. A pid now held
+    by another program (its start time is not the recorded one) is not signalled. The names stopped; the record
+    is kept (``stack.json``) while one of ours is still there."""
     state = StackState.load(state_dir)
     if state is None:
         return []
-    stopped = []
+    written_at = recorded_at(state_dir)
+    stopped, survivors = [], []
     for service in reversed(state.services):
         if not process_alive(service.pid):
             continue
-        _signal_group(service.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while process_alive(service.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process_alive(service.pid):  # `prefect worker start` survives the first SIGTERM
-            say(f"{service.name} (pid {service.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
-            _signal_group(service.pid, signal.SIGKILL)
-            while process_alive(service.pid):
-                time.sleep(0.05)
-        _signal_group(service.pid, signal.SIGKILL)  # children left in its group (flow runs, uvicorn workers)
-        stopped.append(service.name)
-    (state_dir / "stack.json").rename(state_dir / "stack.stopped.json")
+        if not is_our_process(service, written_at):
+            say(f"{service.name}: pid {service.pid} is now another program (it started at "
+                f"{_when(process_create_time(service.pid))}, ours at {_when(service.create_time)}): left alone")
+            continue
+        (stopped if _stop_group(service, timeout, kill_wait, say) else survivors).append(service.name)
+    if survivors:  # keep the record: `sluice down` again, once they are gone, or `sluice status`
+        say(f"still running: {', '.join(survivors)}; the record stays in {state_dir / 'stack.json'}")
+    else:
+        (state_dir / "stack.json").rename(state_dir / "stack.stopped.json")
     return stopped
+
+
+def _stop_group(service: Service, timeout: float, kill_wait: float, say: Callable[[str], None]) -> bool:
+    """SIGTERM, then SIGKILL, to the service's process group; whether its process is gone."""
+    _signal_group(service.pid, signal.SIGTERM)
+    if not _wait_gone(service.pid, timeout):  # `prefect worker start` survives the first SIGTERM
+        say(f"{service.name} (pid {service.pid}) ignored SIGTERM for {timeout:.0f} s: SIGKILL")
+        _signal_group(service.pid, signal.SIGKILL)
+        if not _wait_gone(service.pid, kill_wait):
+            say(f"{service.name} (pid {service.pid}) is still there {kill_wait:.0f} s after SIGKILL (stuck in the "
+                f"kernel, or not its group's leader): check it with `ps -o pid,stat,cmd -g {service.pid}`")
+            return False
+    _signal_group(service.pid, signal.SIGKILL)  # children left in its group (flow runs, uvicorn workers)
+    return True
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _when(timestamp: float | None) -> str:
+    return "an unknown time" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -59,8 +59,11 @@ def status(state_dir: StateDir = Path(".sluice/stack")) -> None:
 
 
 def down(state_dir: StateDir = Path(".sluice/stack")) -> None:
-    """Stop exactly the services `sluice up` started (and check they are gone)."""
+    """Stop exactly the services `sluice up` started (and check they are gone). A recorded pid that another
+    program now holds is left alone."""
     from sluice.shell.stack import stop_stack
 
     stopped = stop_stack(state_dir, say=typer.echo)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running from {state_dir}")
+    if (state_dir / "stack.json").exists():  # a service outlived SIGKILL: not done
+        raise typer.Exit(1)

@@ -7,7 +7,8 @@ that follows the alias (``sluice serve``).
   the generation path behind the two completion endpoints;
 - :mod:`sluice.serving.state` — the running server's parts (``ServingState``);
 - :mod:`sluice.serving.server` — the listening socket, API keys, ``run()``;
-- :mod:`sluice.serving.engine` — the model and dynamic batching;
+- :mod:`sluice.serving.engine` — dynamic batching; :mod:`sluice.serving.waiting` — its bounded
+  queue; :mod:`sluice.serving.loaded_model` — the model it serves;
 - :mod:`sluice.serving.model_source` — alias lookup, download, the watcher;
 - :mod:`sluice.serving.feedback` — feedback store and preference pairs;
 - :mod:`sluice.serving.telemetry` — Prometheus metrics and the request log.

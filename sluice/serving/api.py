@@ -71,6 +71,7 @@ class GenerationBody(_Body):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extra parameter: generate max_tokens even past end-of-turn (load tests)
 
 
 class ChatRequest(GenerationBody):

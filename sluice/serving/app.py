@@ -7,8 +7,9 @@ when ``SLUICE_SERVING_API_KEYS`` is set; ``/health`` and ``/metrics`` are open):
   request and response shapes, ``stream: true`` as Server-Sent Events ending
   with ``data: [DONE]``; ``max_tokens`` (or ``max_completion_tokens``),
   ``temperature`` (0: greedy; OpenAI's default 1), ``top_p``, ``stop``
-  (string or up to 4), ``seed``, ``stream_options.include_usage``; ``n`` must
-  be 1. Other OpenAI fields are accepted and ignored.
+  (string or up to 4), ``seed``, ``stream_options.include_usage``, and
+  vLLM's ``ignore_eos`` (for load tests); ``n`` must be 1. Other OpenAI fields
+  are accepted and ignored.
 - ``GET /v1/models``, ``GET /health`` (503 with the reason while nothing is
   served), ``GET /metrics`` (Prometheus).
 - ``POST /v1/feedback`` — ``{"response_id", "rating": 1..5, "preferred"?,
@@ -19,6 +20,12 @@ when ``SLUICE_SERVING_API_KEYS`` is set; ``/health`` and ``/metrics`` are open):
 Every answer carries ``X-Sluice-Model-Version``: the version that generated
 it (a swap never splits a request). Errors are OpenAI-shaped:
 ``{"error": {"message", "type", "param", "code"}}``.
+
+Under overload, at most ``serving.max_queued_requests`` requests wait for a
+batch; more are answered 429 with ``Retry-After`` (OpenAI clients retry them).
+A client that disconnects cancels its request, streamed or not: a waiting one
+leaves the queue, a running one stops at the next token. Both are counted in
+``/metrics`` (see :mod:`sluice.serving.telemetry`).
 
 This module assembles the app (:func:`create_app`): the server's state, its
 lifespan, the error handlers and the metrics middleware. The request shapes
@@ -45,6 +52,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.core.config import SluiceConfig
+from sluice.core.private_files import private_dir
 from sluice.serving.api import ApiError
 from sluice.serving.engine import Engine
 from sluice.serving.feedback import FeedbackStore
@@ -102,13 +110,14 @@ def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
     from sluice.core.registry.tracking import tracking_target
 
     serving = config.serving
-    state_dir = Path(serving.state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(Path(serving.state_dir).resolve(), tighten_existing=True)  # prompts, answers
     name = config.registry.model_name
     telemetry = Telemetry(name, serving.alias)
     engine = Engine(max_batch_size=serving.max_batch_size, batch_wait_ms=serving.batch_wait_ms,
-                    on_batch=telemetry.batch_size.observe, on_swap=telemetry.model_swapped,
-                    on_first_token=telemetry.time_to_first_token.observe, on_queue=telemetry.queue_depth.set)
+                    max_queued_requests=serving.max_queued_requests, on_batch=telemetry.batch_size.observe,
+                    on_swap=telemetry.model_swapped, on_first_token=telemetry.time_to_first_token.observe,
+                    on_cancel=telemetry.request_cancelled)
+    telemetry.track_queue(lambda: engine.queued, engine.max_queued_requests)
     watcher = AliasWatcher(engine=engine, registry=ModelRegistry(tracking_target(config.tracking), name),
                            alias=serving.alias, models_dir=state_dir / "models", interval=serving.watch_seconds)
     return ServingState(config=config, engine=engine, watcher=watcher, telemetry=telemetry,

@@ -1,6 +1,7 @@
 """The model and its generation loop: dynamic batching on one worker thread.
 
-Requests are queued. The worker takes the first, waits at most
+Requests are queued, at most ``max_queued_requests`` of them (more: :class:`QueueFull`, which
+the server answers with HTTP 429). The worker takes the first, waits at most
 ``batch_wait_ms`` for more (up to ``max_batch_size``), left-pads the prompts
 and decodes them together, one token per step, with the KV cache — its own
 loop around ``model(input_ids, attention_mask=…, position_ids=…,
@@ -8,7 +9,9 @@ past_key_values=…)`` rather than ``model.generate``, so that every step's
 token reaches its request at once (streaming) and every row has its own
 ``max_tokens``, temperature, top_p and stop strings. A row that finishes (end
 of turn, a stop string, its token budget, or its client gone) leaves the
-batch: its rows are dropped from the cache and the rest decode on.
+batch: its rows are dropped from the cache and the rest decode on. A client that
+goes away calls :meth:`Engine.cancel`: a waiting request leaves the queue, a
+running one stops at the next step.
 
 A new model version is loaded by another thread (the watcher) while this one
 keeps generating, then handed over with :meth:`Engine.install`; the worker
@@ -28,8 +31,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+# the model's home is sluice.serving.loaded_model; re-exported for the engine's callers
+from sluice.serving.loaded_model import LoadedModel as LoadedModel
+from sluice.serving.loaded_model import load_model as load_model
+from sluice.serving.waiting import STOP, WAKE, QueueClosed, WaitingRequests
 
 log = logging.getLogger("sluice.serving")
 
@@ -81,62 +88,6 @@ class EngineStopped(RuntimeError):
     pass
 
 
-# ------------------------------------------------------------------ the model
-
-
-@dataclass
-class LoadedModel:
-    """One registry version, loaded: model, tokenizer and what generation needs to know."""
-
-    version: str
-    path: Path
-    model: Any
-    tokenizer: Any
-    device: str
-    context_length: int
-    eos_ids: frozenset[int]  # what ends a completion: eos, and the chat template's end-of-turn token
-    pad_id: int
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode_text(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-
-    def encode(self, prompt: list[dict[str, str]] | str) -> list[int]:
-        return self.encode_text(prompt) if isinstance(prompt, str) else self.encode_chat(prompt)
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-
-def load_model(version: str, path: Path, device: str | None = None) -> LoadedModel:
-    """Load a Hugging Face folder (tokenizer with a chat template) for generation."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sluice.core.models.chat_templates import stop_token_ids
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=torch.bfloat16 if device == "cuda" else torch.float32).to(device).eval()
-    eos: set[int] = set()
-    for source in (model.generation_config.eos_token_id, stop_token_ids(tokenizer)):
-        if isinstance(source, int):
-            eos.add(source)
-        elif source:
-            eos.update(int(i) for i in source)
-    context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    return LoadedModel(version=version, path=Path(path), model=model, tokenizer=tokenizer, device=device,
-                       context_length=int(min(context, 1 << 20)), eos_ids=frozenset(eos),
-                       pad_id=int(tokenizer.pad_token_id))
-
-
 # ------------------------------------------------------------------ a request
 
 
@@ -154,8 +105,9 @@ class GenerationRequest:
     stream: bool = True  # False: no Delta events, only the whole text when finished (less work per token)
     prompt_ids: list[int] | None = None  # tokenized by the handler …
     encoded_by: str | None = None  # … for this version; re-tokenized if another one serves it
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extra parameter; load tests)
     arrived: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False  # set by the client side (e.g. a stream's client went away)
+    cancelled: bool = False  # set by Engine.cancel (the client went away); the row leaves at the next step
 
 
 class _Row:
@@ -186,7 +138,7 @@ class _Row:
         self.generated += 1
         if self.generated == 1:
             self.first_token_at = time.perf_counter()
-        if token in self.model.eos_ids:
+        if token in self.model.eos_ids and not self.request.ignore_eos:
             return self._finish("stop")
         self.ids.append(token)
         if self.lazy:
@@ -233,7 +185,7 @@ class _Row:
 
 # ------------------------------------------------------------------ the engine
 
-_WAKE, _STOP = object(), object()
+CANCELLED_QUEUED, CANCELLED_RUNNING = "queued", "running"  # where a request was when its client went away
 
 
 class Engine:
@@ -242,11 +194,12 @@ class Engine:
     def __init__(self, *, max_batch_size: int = 8, batch_wait_ms: float = 5.0,
                  on_batch: Callable[[int], None] | None = None, on_swap: Callable[[str], None] | None = None,
                  on_first_token: Callable[[float], None] | None = None,
-                 on_queue: Callable[[int], None] | None = None):
+                 on_queue: Callable[[int], None] | None = None, max_queued_requests: int = 64,
+                 on_cancel: Callable[[str], None] | None = None):
         self.max_batch_size, self.batch_wait = max_batch_size, batch_wait_ms / 1000
         self._on_batch, self._on_swap = on_batch, on_swap
-        self._on_first_token, self._on_queue = on_first_token, on_queue
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._on_first_token, self._on_queue, self._on_cancel = on_first_token, on_queue, on_cancel
+        self._queue: WaitingRequests[GenerationRequest] = WaitingRequests(max_queued_requests)
         self._lock = threading.Lock()
         self._pending: list[tuple[LoadedModel, threading.Event]] = []
         self._model: LoadedModel | None = None
@@ -265,6 +218,15 @@ class Engine:
         model = self._model
         return model.version if model else None
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch now."""
+        return len(self._queue)
+
+    @property
+    def max_queued_requests(self) -> int:
+        return self._queue.limit
+
     def start(self) -> Engine:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sluice-serving-engine", daemon=True)
@@ -274,17 +236,28 @@ class Engine:
     def stop(self, timeout: float = 30) -> None:
         """Finish the running batch, fail what is still queued, and end the worker."""
         self._stopped = True
-        self._queue.put(_STOP)
+        self._queue.close()
         if self._thread is not None:
             self._thread.join(timeout)
         self._fail_queued(EngineStopped("the server is shutting down"))
 
     def submit(self, request: GenerationRequest) -> None:
+        """Queue the request; :class:`QueueFull` when ``max_queued_requests`` already wait."""
         if self._stopped:
             raise EngineStopped("the server is shutting down")
-        self._queue.put(request)
-        if self._on_queue:
-            self._on_queue(self._queue.qsize())
+        try:
+            self._queue.put(request)
+        except QueueClosed as error:
+            raise EngineStopped(str(error)) from None
+        self._report_queue()
+
+    def cancel(self, request: GenerationRequest) -> None:
+        """Its client went away: a waiting request leaves the queue at once (it is never generated), a
+        running one leaves its batch at the next step (the worker counts it then)."""
+        request.cancelled = True
+        if self._queue.remove(request):
+            self._cancelled(CANCELLED_QUEUED)
+            self._report_queue()
 
     def install(self, model: LoadedModel, timeout: float | None = None) -> bool:
         """Hand a loaded model to the worker; it serves from the next batch on. Waits until the
@@ -292,12 +265,21 @@ class Engine:
         swapped = threading.Event()
         with self._lock:
             self._pending.append((model, swapped))
-        self._queue.put(_WAKE)
+        self._queue.wake()
         if self._thread is None or not self._thread.is_alive():
             self._swap()  # no worker (not started, or stopped): swap here
         return swapped.wait(timeout)
 
     # -------------------------------------------------- the worker
+
+    def _report_queue(self) -> None:
+        if self._on_queue:
+            self._on_queue(len(self._queue))
+
+    def _cancelled(self, where: str) -> None:
+        log.debug("request cancelled while %s: its client went away", where)
+        if self._on_cancel:
+            self._on_cancel(where)
 
     def _swap(self) -> None:
         with self._lock:
@@ -319,48 +301,44 @@ class Engine:
             torch.cuda.empty_cache()
 
     def _fail_queued(self, error: BaseException) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, GenerationRequest):
-                item.emit(Failed(error))
+        for request in self._queue.drain():
+            request.emit(Failed(error))
+        self._report_queue()
 
-    def _collect(self, first: GenerationRequest) -> tuple[list[GenerationRequest], bool]:
-        batch, stop = [first], False
+    def _collect(self, first: GenerationRequest) -> list[GenerationRequest]:
+        batch = [first]
         # at most batch_wait after the first request arrived: one that waited out a running batch
         # takes whoever queued meanwhile and goes at once
         deadline = min(first.arrived, time.perf_counter()) + self.batch_wait
         while len(batch) < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            try:
-                item = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
-            except queue.Empty:
+            item = self._queue.take(max(0.0, deadline - time.perf_counter()))
+            if item is None:
                 break
-            if item is _STOP:
-                stop = True
-                break
-            if isinstance(item, GenerationRequest):
-                batch.append(item)
-            # _WAKE: the swap happens before this batch anyway
-        if self._on_queue:
-            self._on_queue(self._queue.qsize())
-        return batch, stop
+            batch.append(item)
+        self._report_queue()
+        return batch
+
+    def _without_cancelled(self, batch: list[GenerationRequest]) -> list[GenerationRequest]:
+        """The batch less the requests whose clients left while it was being collected."""
+        for request in batch:
+            if request.cancelled:
+                self._cancelled(CANCELLED_QUEUED)
+        return [request for request in batch if not request.cancelled]
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            item = self._queue.next()
+            if item is STOP:
                 self._swap()
                 return
-            if item is _WAKE:
+            if item is WAKE:
                 self._swap()
                 continue
-            batch, stop = self._collect(item)
+            assert isinstance(item, GenerationRequest)
+            batch = self._collect(item)
             self._swap()
             model = self._model
-            batch = [r for r in batch if not r.cancelled]
+            batch = self._without_cancelled(batch)
             if model is None:
                 for request in batch:
                     request.emit(Failed(RuntimeError("no model version is loaded yet")))
@@ -371,9 +349,6 @@ class Engine:
                     log.exception("generation failed for a batch of %d", len(batch))
                     for request in batch:
                         request.emit(Failed(error))
-            if stop:
-                self._swap()
-                return
 
     def _prepare(self, model: LoadedModel, batch: list[GenerationRequest]) -> list[GenerationRequest]:
         ready = []
@@ -434,6 +409,7 @@ class Engine:
                         keep.append(j)
                     elif not row.done:  # its client went away
                         row._finish("cancelled")
+                        self._cancelled(CANCELLED_RUNNING)
                 if not keep:
                     return
                 if len(keep) < len(active):

@@ -40,6 +40,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sluice.core.private_files import create_private
+
 log = logging.getLogger("sluice.serving")
 
 RATING_MIN, RATING_MAX = 1, 5
@@ -82,6 +84,7 @@ def prompt_key(prompt: list[dict[str, str]] | str) -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)  # prompts and answers: owner-only before SQLite writes a byte (its WAL copies the mode)
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA foreign_keys=ON")

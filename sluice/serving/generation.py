@@ -4,6 +4,10 @@ answering in OpenAI's shapes — one JSON body, or Server-Sent Events ending wit
 
 The engine works on its own thread and reports each request's events (started, text, finished,
 failed) through a callback; here they land in an asyncio queue that the answer reads.
+
+A full engine queue is answered 429 with ``Retry-After``. A client that disconnects cancels its
+request: until a non-streamed answer is sent, a task listens for the disconnect on the ASGI
+channel; a streamed answer is cancelled by Starlette when its client goes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sluice.serving.api import ApiError, GenerationBody, version_headers
@@ -32,9 +37,19 @@ from sluice.serving.engine import (
     Started,
 )
 from sluice.serving.state import ServingState
+from sluice.serving.waiting import QueueFull
 
 MAX_STOP_SEQUENCES = 4
+RETRY_AFTER_SECONDS = 1  # a full queue drains within a batch or two
 Kind = Literal["chat", "completion"]
+
+
+class _ClientGone:
+    """Put on a request's event queue when its client disconnects."""
+
+
+CLIENT_GONE = _ClientGone()
+Received = Event | _ClientGone
 
 
 # ------------------------------------------------------------------ before the engine
@@ -92,6 +107,26 @@ async def _tokenize(state: ServingState, model: LoadedModel, prompt: list[dict[s
     return ids
 
 
+def _queue_full(state: ServingState) -> ApiError:
+    """429 for a request that finds the queue full, counted in /metrics."""
+    state.telemetry.rejected.labels("queue_full").inc()
+    return ApiError(429, f"{QueueFull(state.engine.max_queued_requests)}; retry after {RETRY_AFTER_SECONDS} s",
+                    type="server_error", code="queue_full", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _check_queue(state: ServingState) -> None:
+    """Refuse early (before tokenizing) when the queue is full; submitting decides for sure."""
+    if state.engine.queued >= state.engine.max_queued_requests:
+        raise _queue_full(state)
+
+
+def _client_gone(state: ServingState, request: GenerationRequest) -> ApiError:
+    """Cancel the request of a client that disconnected; the error is only logged (nobody reads it)."""
+    state.engine.cancel(request)
+    return ApiError(499, "the client closed the connection before the answer was ready",
+                    code="client_closed_request")
+
+
 def _api_error_for(error: BaseException) -> ApiError:
     """What the client is told when generation fails."""
     if isinstance(error, ApiError):
@@ -106,41 +141,68 @@ def _api_error_for(error: BaseException) -> ApiError:
 # ------------------------------------------------------------------ through the engine
 
 
-async def generate(state: ServingState, *, kind: Kind, endpoint: str, prompt: list[dict[str, str]] | str,
-                   body: GenerationBody, requested_max_tokens: int | None, max_tokens_param: str,
-                   arrived: float) -> Response:
+async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint: str,
+                   prompt: list[dict[str, str]] | str, body: GenerationBody, requested_max_tokens: int | None,
+                   max_tokens_param: str, arrived: float) -> Response:
     """Check the request against the server's limits, tokenize its prompt for the model served now,
-    queue it on the engine and answer once it starts: the whole completion, or a stream."""
+    queue it on the engine and answer once it starts: the whole completion, or a stream. ``client``
+    is the HTTP request, whose body has been read: its channel tells when the client disconnects."""
     max_tokens, stops = _check_limits(state, body, requested_max_tokens, max_tokens_param)
     model = _served_model(state)
+    _check_queue(state)
     prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
     events, emit = _event_queue()
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     request = GenerationRequest(prompt=prompt, max_tokens=max_tokens, emit=emit, temperature=temperature,
                                 top_p=top_p, stop=stops, seed=body.seed, stream=bool(body.stream),
-                                prompt_ids=prompt_ids, encoded_by=model.version, arrived=arrived)
+                                prompt_ids=prompt_ids, encoded_by=model.version, ignore_eos=body.ignore_eos,
+                                arrived=arrived)
     params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stops,
               "seed": body.seed}
     try:
         state.engine.submit(request)
+    except QueueFull:
+        raise _queue_full(state) from None
     except EngineStopped as error:
         raise _api_error_for(error) from None
-    first = await events.get()
-    if isinstance(first, Failed):
-        raise _api_error_for(first.error)
-    assert isinstance(first, Started)
-    answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params, arrived=arrived,
-                     request=request, events=events, version=first.version)
-    if not body.stream:
-        return await answer.whole()
+    async with _watching_disconnect(client, events):
+        first = await events.get()
+        if first is CLIENT_GONE:
+            raise _client_gone(state, request)
+        if isinstance(first, Failed):
+            raise _api_error_for(first.error)
+        assert isinstance(first, Started)
+        answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params,
+                         arrived=arrived, request=request, events=events, version=first.version)
+        if not body.stream:
+            return await answer.whole()
+    # Starlette listens for the disconnect of a streaming response itself, and cancels the stream
     return answer.streamed(include_usage=bool(body.stream_options and body.stream_options.include_usage))
 
 
-def _event_queue() -> tuple[asyncio.Queue[Event], Callable[[Event], None]]:
+@contextlib.asynccontextmanager
+async def _watching_disconnect(client: Request, events: asyncio.Queue[Received]) -> AsyncIterator[None]:
+    """While inside, a disconnect of ``client`` puts :data:`CLIENT_GONE` on ``events``."""
+
+    async def watch() -> None:
+        # the body has been read, so the channel's next message is the disconnect (uvicorn sends it
+        # as soon as the connection closes, and also once the response is complete)
+        while (await client.receive())["type"] != "http.disconnect":
+            pass
+        events.put_nowait(CLIENT_GONE)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
+def _event_queue() -> tuple[asyncio.Queue[Received], Callable[[Event], None]]:
     """A queue on the running event loop, and the callback the engine's thread fills it with."""
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Event] = asyncio.Queue()
+    events: asyncio.Queue[Received] = asyncio.Queue()
 
     def emit(event: Event) -> None:
         with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
@@ -163,7 +225,7 @@ class _Answer:
     params: dict[str, Any]
     arrived: float
     request: GenerationRequest
-    events: asyncio.Queue[Event]
+    events: asyncio.Queue[Received]
     version: str  # the one that started it: a swap never splits a request
     response_id: str = field(init=False)
     created: int = field(init=False)
@@ -179,6 +241,8 @@ class _Answer:
     async def whole(self) -> JSONResponse:
         while True:
             event = await self.events.get()
+            if event is CLIENT_GONE:
+                raise _client_gone(self.state, self.request)
             if isinstance(event, Failed):
                 raise _api_error_for(event.error)
             if isinstance(event, Finished):
@@ -207,6 +271,8 @@ class _Answer:
                 yield self._chunk(None, role=True)
             while True:
                 event = await self.events.get()
+                if event is CLIENT_GONE:  # seen just before the stream began
+                    return
                 if isinstance(event, Delta):
                     yield self._chunk(event.text)
                 elif isinstance(event, Finished):
@@ -225,8 +291,8 @@ class _Answer:
                     yield "data: [DONE]\n\n"
                     return
         finally:
-            if not finished:
-                self.request.cancelled = True  # the client went away: its row leaves the batch
+            if not finished:  # the client went away (Starlette cancelled the stream): its row leaves the batch
+                self.state.engine.cancel(self.request)
 
     def _chunk_fields(self) -> dict[str, Any]:
         return {"id": self.response_id, "object": "chat.completion.chunk" if self.kind == "chat" else

@@ -106,7 +106,7 @@ async def chat_completions(state: ServingState, request: Request, arrived: float
     body = await read_body(request, ChatRequest, state.config.serving.max_body_bytes)
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    return await generate(state, kind="chat", endpoint="/v1/chat/completions", prompt=messages, body=body,
+    return await generate(state, request, kind="chat", endpoint="/v1/chat/completions", prompt=messages, body=body,
                           requested_max_tokens=body.max_completion_tokens or body.max_tokens,
                           max_tokens_param=param, arrived=arrived)
 
@@ -119,7 +119,7 @@ async def completions(state: ServingState, request: Request, arrived: float) -> 
         raise ApiError(400, f"one prompt per request (got {len(body.prompt)})", param="prompt",
                        code="invalid_value")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    return await generate(state, kind="completion", endpoint="/v1/completions", prompt=prompt, body=body,
+    return await generate(state, request, kind="completion", endpoint="/v1/completions", prompt=prompt, body=body,
                           requested_max_tokens=body.max_tokens, max_tokens_param="max_tokens", arrived=arrived)
 
 

@@ -8,22 +8,31 @@ process, as in the tests, never share or clash), rendered at ``GET /metrics``:
   until its last byte (a streamed answer counts its whole stream);
 - ``sluice_serving_prompt_tokens_total`` / ``sluice_serving_completion_tokens_total``;
 - ``sluice_serving_batch_size`` — requests generated together, per batch;
-- ``sluice_serving_time_to_first_token_seconds`` and ``sluice_serving_queue_depth``;
+- ``sluice_serving_time_to_first_token_seconds``;
+- ``sluice_serving_queue_depth`` — requests waiting for a batch now, and ``sluice_serving_queue_limit``
+  (``serving.max_queued_requests``);
+- ``sluice_serving_requests_rejected_total{reason="queue_full"}`` — answered 429 because the queue was full;
+- ``sluice_serving_requests_cancelled_total{stage}`` — requests whose client went away, taken out of the
+  queue (``queued``) or stopped mid-generation (``running``);
 - ``sluice_serving_model_version`` (0 while none is served) and
   ``sluice_serving_model_info{model,alias,version}`` = 1; ``sluice_serving_model_swaps_total``.
 
 The request log is one JSON line per generation request in
 ``<state_dir>/requests.jsonl``; prompt and completion text are PII-redacted
 with :func:`sluice.core.data.cleaning.pii.redact_pii` before they are written.
+It is owner-only (0600, created so; its folder 0700): it still holds prompts.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from sluice.core.private_files import FILE_MODE, create_private, private_dir
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -51,6 +60,16 @@ class Telemetry:
                                              "From a request's arrival to its first generated token.",
                                              buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("sluice_serving_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.queue_limit = Gauge("sluice_serving_queue_limit", "Most requests that may wait for a batch "
+                                 "(serving.max_queued_requests); more are answered 429.", registry=r)
+        self.rejected = Counter("sluice_serving_requests_rejected", "Requests refused before generation, by "
+                                "reason (queue_full: answered 429 with Retry-After).", ["reason"], registry=r)
+        self.rejected.labels("queue_full")
+        self.cancelled = Counter("sluice_serving_requests_cancelled", "Requests whose client went away, by "
+                                 "where they were: queued (taken out) or running (stopped at the next step).",
+                                 ["stage"], registry=r)
+        for stage in ("queued", "running"):
+            self.cancelled.labels(stage)
         self.model_version = Gauge("sluice_serving_model_version",
                                    "Registry version being served (0: none yet).", registry=r)
         self.model_info = Gauge("sluice_serving_model_info", "The served model: 1 for the version served now.",
@@ -58,6 +77,14 @@ class Telemetry:
         self.swaps = Counter("sluice_serving_model_swaps", "Model versions swapped in (the first load counts).",
                              registry=r)
         self._served: str | None = None
+
+    def track_queue(self, depth: Callable[[], int], limit: int) -> None:
+        """Read the queue's depth at each scrape (always current, whichever thread changed it)."""
+        self.queue_depth.set_function(depth)
+        self.queue_limit.set(limit)
+
+    def request_cancelled(self, stage: str) -> None:
+        self.cancelled.labels(stage).inc()
 
     def model_swapped(self, version: str) -> None:
         if self._served is not None:
@@ -98,13 +125,15 @@ def redact_prompt(prompt: list[dict[str, str]] | str, patterns: Mapping[str, str
 
 
 class RequestLog:
-    """Append-only JSON lines, one per generation request; text fields PII-redacted first."""
+    """Append-only JSON lines, one per generation request; text fields PII-redacted first. The file
+    and its folder are owner-only from the moment they exist."""
 
     def __init__(self, path: Path, pii_patterns: Mapping[str, str] | None = None):
         self.path = path
         self.pii_patterns = dict(pii_patterns or {})
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent, tighten_existing=True)  # the server's own folder: prompts and answers
+        create_private(path)  # 0600 now, and an older log at 0644 is tightened
 
     def write(self, record: dict[str, Any], *, redacted: bool = False) -> None:
         """Append the record; first redact its ``prompt`` (messages or text) and ``completion``
@@ -121,5 +150,10 @@ class RequestLog:
         elif record.get("completion") is not None:
             record["completion"] = redact_texts([record["completion"]], self.pii_patterns)[0]
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+        with self._lock, self._open_for_append() as handle:
             handle.write(line)
+
+    def _open_for_append(self) -> Any:
+        # created 0600 if someone removed it meanwhile (log rotation), never at the umask's mode
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        return os.fdopen(fd, "a", encoding="utf-8")

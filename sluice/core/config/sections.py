@@ -360,6 +360,10 @@ class ServingConfig(_Section):
         "needs the [vllm] extra.")
     max_batch_size: int = Field(8, ge=1, description="Most concurrent requests generated together in one batch.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for others.")
+    max_queued_requests: int = Field(
+        64, ge=1, description="Most requests waiting for a batch (besides the up to max_batch_size generating); "
+        "more: HTTP 429 with Retry-After, counted in sluice_serving_requests_rejected_total{reason=\"queue_full\"}. "
+        "A waiting request whose client disconnects leaves the queue.")
     max_prompt_tokens: int = Field(1024, ge=1, description="Longest prompt accepted, in tokens; longer: HTTP 400.")
     max_tokens_limit: int = Field(256, ge=1, description="Largest max_tokens a request may ask for; more: HTTP 400.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request names none.")

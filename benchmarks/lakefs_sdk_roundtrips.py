@@ -20,6 +20,11 @@ Run:
     .venv/bin/python benchmarks/lakefs_sdk_roundtrips.py --quick    # smoke test, seconds
     .venv/bin/python benchmarks/lakefs_sdk_roundtrips.py --json out.json
 
+Before/after comparisons in one session: ``--parts upload,latency`` runs only
+those parts, and ``--server-code DIR`` runs the server from the ``sluice``
+package under DIR (a copy of other code, e.g. ``git archive HEAD sluice``)
+while the SDK side stays the same.
+
 MB here means 10**6 bytes.
 """
 
@@ -40,7 +45,12 @@ from urllib.parse import urlencode
 import lakefs
 import urllib3
 
-from sluice.shell.local_lakefs import EmbeddedLakeFS
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `benchmarks` lives at the repository root
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._lakefs_sdk_report import print_report  # noqa: E402
+from sluice.shell.local_lakefs import EmbeddedLakeFS  # noqa: E402
 
 KEY, SECRET = "AKIABENCH", "bench-secret"
 MB = 1_000_000
@@ -51,8 +61,7 @@ FULL = {"small_objects": 1000, "listed": 10_000, "big_mb": 100, "big_repeats": 7
 QUICK = {"small_objects": 100, "listed": 1000, "big_mb": 10, "big_repeats": 3,
          "list_repeats": 2, "latency_repeats": 30}
 
-TARGET_MEDIAN_CALL_MS = 5.0
-TARGET_READ_MB_S = 200.0
+PARTS = ("upload", "list", "big_read", "latency")
 
 
 # ------------------------------------------------------------------ small helpers
@@ -351,93 +360,53 @@ def bench_latency(client: lakefs.Client, raw: RawHTTP, repeats: int) -> dict:
     }
 
 
-# ------------------------------------------------------------------ report
-
-
-def print_report(results: dict) -> None:
-    m = results["machine"]
-    print(f"\nMachine: {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, {m['lakefs_sdk']}")
-    print(f"Mode: {'quick' if results['quick'] else 'full'}; total run {results['total_s']:.1f} s")
-
-    u = results["upload"]
-    print(f"\n1. Upload {u['objects']} x {u['object_bytes']} B objects + one commit")
-    print(f"   {'':24}{'upload s':>10}{'commit s':>10}{'total s':>10}{'objects/s':>11}")
-    print(f"   {'SDK':24}{u['sdk_upload_s']:10.3f}{u['sdk_commit_s']:10.3f}{u['sdk_total_s']:10.3f}"
-          f"{u['sdk_objects_per_s']:11.0f}")
-    print(f"   {'raw urllib3 POST':24}{u['raw_upload_s']:10.3f}{u['raw_commit_s']:10.3f}{u['raw_total_s']:10.3f}"
-          f"{u['raw_objects_per_s']:11.0f}")
-    print(f"   {'local files':24}{u['local_write_s']:10.3f}{'-':>10}{u['local_write_s']:10.3f}"
-          f"{u['local_objects_per_s']:11.0f}")
-    print(f"   ratios: SDK/raw {u['ratio_sdk_to_raw']:.2f}x, SDK/local {u['ratio_sdk_to_local']:.1f}x, "
-          f"commit SDK/raw {u['ratio_commit_sdk_to_raw']:.2f}x")
-
-    s = results["list"]
-    print(f"\n2. List {s['objects']} committed objects (median of {s['repeats']}; setup took {s['setup_s']:.1f} s)")
-    print(f"   {'':34}{'median s':>10}{'best s':>10}{'objects/s':>11}")
-    for key, label in [("sdk", "SDK ref.objects() (page 100)"), ("sdk_amount_1000", "SDK ref.objects(amount=1000)"),
-                       ("raw_amount_1000", "raw GET ls?amount=1000"), ("raw_amount_100", "raw GET ls?amount=100"),
-                       ("local_scandir", "os.scandir local files")]:
-        print(f"   {label:34}{s[key + '_median_s']:10.3f}{s[key + '_best_s']:10.3f}{s[key + '_objects_per_s']:11.0f}")
-    print(f"   ratios: SDK/raw(1000) {s['ratio_sdk_to_raw_1000']:.2f}x, SDK/raw(100) {s['ratio_sdk_to_raw_100']:.2f}x, "
-          f"SDK/scandir {s['ratio_sdk_to_local']:.0f}x")
-
-    b = results["big_read"]
-    print(f"\n3. Read a {b['size_mb']} MB object whole ({b['repeats']} repeats)")
-    print(f"   {'':34}{'best MB/s':>10}{'median MB/s':>12}")
-    for key, label in [("sdk", "SDK reader().read()"), ("raw", "raw urllib3 GET"), ("local", "local file read")]:
-        print(f"   {label:34}{b[key + '_best_mb_s']:10.0f}{b[key + '_median_mb_s']:12.0f}")
-    print(f"   ratios (median throughput): SDK/raw {b['ratio_sdk_to_raw']:.2f}, SDK/local {b['ratio_sdk_to_local']:.2f}")
-
-    lat = results["latency"]
-    print(f"\n4. Single SDK calls ({lat['repeats']} repeats each, round robin); raw keep-alive GET healthcheck: "
-          f"median {lat['healthcheck_median_ms']:.2f} ms, p95 {lat['healthcheck_p95_ms']:.2f} ms")
-    print(f"   {'call':22}{'HTTP':>5}{'median ms':>11}{'p95 ms':>9}{'raw same ms':>13}"
-          f"{'SDK/health':>12}{'SDK/raw':>9}")
-    for row in lat["calls"]:
-        print(f"   {row['call']:22}{row['http_requests']:5d}{row['sdk_median_ms']:11.2f}{row['sdk_p95_ms']:9.2f}"
-              f"{row['raw_same_request_median_ms']:13.2f}{row['ratio_sdk_to_healthcheck']:11.1f}x"
-              f"{row['ratio_sdk_to_raw_same_request']:8.2f}x")
-    print("   (HTTP = requests the SDK call sends; 'raw same' times only its main request)")
-
-    print("\nTargets:")
-    worst = max(lat["calls"], key=lambda row: row["sdk_median_ms"])
-    pooled = lat["all_sdk_calls_median_ms"]
-    print(f"   median SDK call <= {TARGET_MEDIAN_CALL_MS} ms: all calls pooled {pooled:.2f} ms "
-          f"[{'PASS' if pooled <= TARGET_MEDIAN_CALL_MS else 'FAIL'}]; slowest call {worst['call']} "
-          f"{worst['sdk_median_ms']:.2f} ms [{'PASS' if worst['sdk_median_ms'] <= TARGET_MEDIAN_CALL_MS else 'FAIL'}]")
-    read = b["sdk_median_mb_s"]
-    print(f"   {b['size_mb']} MB SDK read >= {TARGET_READ_MB_S:.0f} MB/s: median {read:.0f} MB/s "
-          f"[{'PASS' if read >= TARGET_READ_MB_S else 'FAIL'}]")
-
-
 # ------------------------------------------------------------------ main
+
+
+def server_code_env(code: Path | None) -> dict[str, str]:
+    """Environment that makes ``python -m sluice`` import the package under
+    ``code``: first on the path, and the working directory kept off it."""
+    if code is None:
+        return {}
+    if not (code / "sluice" / "__init__.py").is_file():
+        raise SystemExit(f"--server-code {code}: no sluice package there")
+    return {"PYTHONPATH": str(code.resolve()), "PYTHONSAFEPATH": "1"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write all figures as JSON here")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--server-code", type=Path, metavar="DIR",
+                        help="run the server from the sluice package under DIR (before/after comparisons)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    parts = [p for p in args.parts.split(",") if p]
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--parts: unknown {sorted(unknown)}; choose from {','.join(PARTS)}")
 
-    results: dict = {"machine": machine(), "quick": args.quick, "sizes": sizes}
+    results: dict = {"machine": machine(), "quick": args.quick, "sizes": sizes, "parts": parts,
+                     "server_code": str(args.server_code or "this checkout")}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lakefs-bench-") as folder:
         tmp = Path(folder)
-        server = EmbeddedLakeFS(tmp / "lakefs", port=0, credentials=(KEY, SECRET))
+        server = EmbeddedLakeFS(tmp / "lakefs", port=0, credentials=(KEY, SECRET),
+                                extra_env=server_code_env(args.server_code))
         endpoint = server.start()
         try:
             client = lakefs.Client(host=endpoint.url, username=KEY, password=SECRET)
             raw = RawHTTP(endpoint.url)
-            print(f"embedded server at {endpoint.url}; data in {tmp}", flush=True)
-            print("1/4 upload + commit ...", flush=True)
-            results["upload"] = bench_upload(client, raw, tmp, sizes["small_objects"])
-            print("2/4 listing ...", flush=True)
-            results["list"] = bench_list(client, raw, tmp, sizes["listed"], sizes["list_repeats"])
-            print("3/4 big read ...", flush=True)
-            results["big_read"] = bench_big_read(client, raw, tmp, sizes["big_mb"], sizes["big_repeats"])
-            print("4/4 single-call latency ...", flush=True)
-            results["latency"] = bench_latency(client, raw, sizes["latency_repeats"])
+            print(f"embedded server at {endpoint.url}; data in {tmp}; code: {results['server_code']}", flush=True)
+            runs = {
+                "upload": lambda: bench_upload(client, raw, tmp, sizes["small_objects"]),
+                "list": lambda: bench_list(client, raw, tmp, sizes["listed"], sizes["list_repeats"]),
+                "big_read": lambda: bench_big_read(client, raw, tmp, sizes["big_mb"], sizes["big_repeats"]),
+                "latency": lambda: bench_latency(client, raw, sizes["latency_repeats"]),
+            }
+            for number, part in enumerate(parts, 1):
+                print(f"{number}/{len(parts)} {part} ...", flush=True)
+                results[part] = runs[part]()
         finally:
             server.stop()
     results["total_s"] = time.perf_counter() - started

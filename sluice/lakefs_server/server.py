@@ -54,7 +54,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not _is_loopback(host):
         log.warning("binding to %s: the lakeFS API is reachable from other machines", host)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it will hold repository content
     lock = hold_data_dir(data_dir)
     app, _ = create_app(data_dir.resolve(), Credentials(access_key_id, secret_access_key))
     try:

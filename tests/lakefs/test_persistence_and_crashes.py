@@ -13,33 +13,19 @@ import time
 
 import lakefs
 import pytest
-import yaml
 
 from sluice.shell.local_lakefs import EmbeddedLakeFS
-from tests.conftest import TEST_KEY
-from tests.lakefs.webhook_listener import WebhookListener
+from tests.lakefs.crashing_server import action_file as _action
+from tests.lakefs.crashing_server import client_for as _client
+from tests.lakefs.crashing_server import kill_on_hook as _kill_on_hook
+from tests.lakefs.crashing_server import restart as _restart
+from tests.lakefs.crashing_server import swallow_crash as _swallow_crash
+from tests.lakefs.crashing_server import server  # noqa: F401  (fixture)
 
-
-@pytest.fixture
-def server(tmp_path):
-    instance = EmbeddedLakeFS(tmp_path / "lakefs", port=0, credentials=TEST_KEY)
-    instance.start()
-    yield instance
-    instance.stop()
-
-
-def _client(server: EmbeddedLakeFS) -> lakefs.Client:
-    assert server.endpoint is not None
-    return lakefs.Client(host=server.endpoint.url, username=TEST_KEY[0], password=TEST_KEY[1])
 
 
 def _repo(server: EmbeddedLakeFS) -> lakefs.Repository:
     return lakefs.Repository("crash-test", client=_client(server))
-
-
-def _restart(server: EmbeddedLakeFS, *, crash: bool) -> None:
-    server.kill() if crash else server.stop()
-    server.start()
 
 
 def test_restart_keeps_commits_branches_tags_and_staged_writes(server):
@@ -61,21 +47,6 @@ def test_restart_keeps_commits_branches_tags_and_staged_writes(server):
     assert [c.path for c in repo.branch("feature").uncommitted()] == ["staged.txt"]
     assert repo.branch("feature").object("staged.txt").reader().read() == b"not committed yet"
     assert sorted(b.id for b in repo.branches()) == ["feature", "main"]
-
-
-def _kill_on_hook(server: EmbeddedLakeFS, event_type: str) -> WebhookListener:
-    """A listener that SIGKILLs the server when the given hook calls it."""
-
-    def kill(call):  # type: ignore[no-untyped-def]
-        if call.body.get("event_type") == event_type:
-            server.kill()
-
-    return WebhookListener(on_call=kill)
-
-
-def _action(url: str, event: str) -> bytes:
-    return yaml.safe_dump({"name": "crash", "on": {event: None},
-                           "hooks": [{"id": "crash", "type": "webhook", "properties": {"url": url}}]}).encode()
 
 
 def test_crash_between_building_a_commit_and_moving_the_branch(server):
@@ -187,13 +158,3 @@ def test_kills_at_arbitrary_moments_of_a_large_commit_leave_before_or_after(serv
             outcomes.append("after")
     assert len(outcomes) == 7
 
-
-def _swallow_crash(call):  # type: ignore[no-untyped-def]
-    """Run an SDK call that the test kills the server under."""
-    import urllib3
-    from lakefs.exceptions import LakeFSException
-
-    try:
-        call()
-    except (urllib3.exceptions.HTTPError, LakeFSException, ConnectionError):
-        pass  # expected: the server was killed under it

@@ -52,7 +52,11 @@ async def commit(state: ServerState, request: Request, repo: str, branch: str) -
         )
         event = HookEvent("pre-commit", repo, branch_id=branch, source_ref=branch,
                           commit_message=body["message"], committer=user, commit_metadata=metadata)
-        await state.actions.run_pre(event, ResolvedRef(pending.expected_head, branch))
+        try:
+            await state.actions.run_pre(event, ResolvedRef(pending.expected_head, branch))
+        except PreconditionFailed:
+            state.store.discard_prepared(repo, branch)
+            raise
         commit = state.store.apply_commit(pending)
     event.event_type, event.source_ref, event.commit_id = "post-commit", commit.id, commit.id
     state.actions.run_post(event, ResolvedRef(commit.id))
@@ -205,6 +209,7 @@ async def merge(state: ServerState, request: Request, repo: str, source: str, de
         try:
             await state.actions.run_pre(event, ResolvedRef(pending.source_commit_id))
         except PreconditionFailed as exc:
+            state.store.discard_prepared(repo, dest)
             raise PreconditionFailed(f"update branch {dest}: {exc.message}") from None
         state.store.apply_merge(pending)
     event.event_type, event.source_ref = "post-merge", commit.id

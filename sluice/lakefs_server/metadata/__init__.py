@@ -12,6 +12,8 @@ deletions (tombstones) that overlays that commit. Trees are content-addressed
 - :mod:`.trees`: trees and staging areas, row by row
 - :mod:`.history`: commit records, ref resolution, log, merge base
 - :mod:`.merging`: diffs and the three-way merge, path by path
+- :mod:`.prepared`: commits and merges built but not applied yet (pre-hooks
+  running), which deletes and resets must outlive and restarts remove
 
 Object bytes are not here: they live in :mod:`..blobs`.
 """

@@ -2,11 +2,16 @@
 its transactions.
 
 Every change is one ``BEGIN IMMEDIATE`` transaction, so a crash leaves the
-database before or after it, never half-way.
+database before or after it, never half-way; with ``synchronous=FULL`` a
+transaction that answered is on disk, so a power loss cannot take it back.
+The file holds repository content (paths, metadata, messages): it is created
+readable by its owner only, and SQLite gives its ``-wal`` and ``-shm`` files
+the same mode.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,17 +90,49 @@ CREATE TABLE IF NOT EXISTS action_runs (
     hooks TEXT NOT NULL,
     PRIMARY KEY (repo, run_id)
 ) WITHOUT ROWID;
+-- commits and merges built but not applied yet (their pre-hooks run); see prepared.py
+CREATE TABLE IF NOT EXISTS prepared_commits (
+    repo TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    expected_head TEXT NOT NULL,
+    kind TEXT NOT NULL,      -- commit | merge
+    PRIMARY KEY (repo, branch, commit_id)
+) WITHOUT ROWID;
 """
+
+OWNER_ONLY_FILE = 0o600
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
 def open_database(path: Path) -> sqlite3.Connection:
+    _create_owner_only(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives a process crash; each transaction stays atomic.
-    db.execute("PRAGMA synchronous=NORMAL")
+    # FULL: every commit syncs the WAL, so an answered write survives a power
+    # loss, not only a process crash (NORMAL's promise).
+    db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)
     db.execute("INSERT OR IGNORE INTO trees(tree_id) VALUES (?)", (EMPTY_TREE,))
     return db
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite would
+    create it 0644, and its -wal/-shm files copy the database's mode)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, OWNER_ONLY_FILE))
+    except FileExistsError:
+        _tighten_existing(path)
+
+
+def _tighten_existing(path: Path) -> None:
+    """A data directory from an older version may hold 0644 files: make them
+    owner-only too."""
+    for suffix in _SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists() and companion.stat().st_mode & 0o077:
+            companion.chmod(OWNER_ONLY_FILE)
 
 
 @contextmanager

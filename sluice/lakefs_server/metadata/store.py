@@ -5,8 +5,10 @@ lakeFS's rules and messages.
 Commits and merges happen in two steps so that pre-hooks can run in between,
 as in lakeFS: *prepare* builds the new tree and commit record without moving
 anything; *apply* moves the branch in one SQLite transaction. A crash at any
-point leaves a branch before or after the operation, never half-way. The
-server calls this class from a single thread, which serialises all changes.
+point leaves a branch before or after the operation, never half-way, and a
+prepared commit that never lands is removed (:mod:`.prepared`). Deletes and
+resets that arrive between the two steps outlive the commit. The server calls
+this class from a single thread, which serialises all changes.
 
 Every statement goes through ``self.db`` (tests swap it for one that fails on
 cue); the row-level work lives in :mod:`.trees` and :mod:`.history`, the
@@ -16,23 +18,28 @@ path-by-path diff and merge in :mod:`.merging`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
 from ..errors import BadRequest, Conflict, Forbidden, MergeConflict, NotFound
-from . import history, merging, trees
+from . import history, merging, prepared, trees
 from .database import open_database, transaction
 from .records import EMPTY_TREE, Commit, Difference, ObjectEntry, PendingCommit, PendingMerge, Repository, ResolvedRef
 
 _ACTION_RUN_COLUMNS = ("run_id", "branch", "event_type", "commit_id", "start_time", "end_time", "status", "hooks")
 _ACTION_RUN_SQL_COLUMNS = ", ".join(_ACTION_RUN_COLUMNS)
+_log = logging.getLogger("sluice.lakefs")
 
 
 class MetadataStore:
     def __init__(self, path: Path):
         self.db = open_database(path)
+        with transaction(self.db) as db:
+            if swept := prepared.sweep(db):  # nothing is in flight at start-up
+                _log.info("removed %d prepared commit(s) that were never applied", swept)
 
     def close(self) -> None:
         self.db.close()
@@ -77,7 +84,7 @@ class MetadataStore:
     def delete_repository(self, name: str) -> None:
         self.get_repository(name)
         with transaction(self.db) as db:
-            for table in ("commits", "branches", "tags", "staging", "action_runs"):
+            for table in ("commits", "branches", "tags", "staging", "action_runs", "prepared_commits"):
                 db.execute(f"DELETE FROM {table} WHERE repo=?", (name,))
             db.execute("DELETE FROM repositories WHERE name=?", (name,))
 
@@ -155,22 +162,26 @@ class MetadataStore:
             db.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, name))
 
     def reset_branch(self, repo: str, branch: str, kind: str, path: str | None) -> None:
-        """Discard uncommitted changes: all of them, one object, or a prefix."""
-        self.branch_head(repo, branch)
+        """Discard uncommitted changes: all of them (``reset``), one ``object``,
+        or a ``common_prefix``. A reset during a commit's pre-hooks still holds
+        once it lands."""
+        head = self.get_commit(repo, self.branch_head(repo, branch))
         if kind in ("object", "common_prefix") and not path:
             raise BadRequest("argument path: missing path: required value: validation error")
+        if kind not in ("reset", "object", "common_prefix"):
+            raise BadRequest("argument type: invalid value: validation error")
+        prefix = path if kind == "common_prefix" else ""
         with transaction(self.db) as db:
-            if kind == "reset":
-                db.execute("DELETE FROM staging WHERE repo=? AND branch=?", (repo, branch))
-            elif kind == "object":
-                db.execute("DELETE FROM staging WHERE repo=? AND branch=? AND path=?", (repo, branch, path))
-            elif kind == "common_prefix":
-                db.execute(
-                    "DELETE FROM staging WHERE repo=? AND branch=? AND substr(path, 1, length(?)) = ?",
-                    (repo, branch, path, path),
-                )
-            else:
-                raise BadRequest("argument type: invalid value: validation error")
+            in_flight = prepared.in_flight_trees(db, repo, branch, head.id)
+            if kind == "object":
+                trees.reset_paths(db, repo, branch, head.tree_id, in_flight, [path or ""])
+            elif in_flight:
+                upper = trees.upper_bound(prefix)
+                staged = [p for p, _ in trees.iter_staging(db, repo, branch, prefix, True, upper)]
+                trees.reset_paths(db, repo, branch, head.tree_id, in_flight, staged)
+            else:  # one statement for what may be many rows
+                db.execute("DELETE FROM staging WHERE repo=? AND branch=? AND substr(path, 1, length(?)) = ?",
+                           (repo, branch, prefix, prefix))
 
     # ---------------------------------------------------------------- tags
 
@@ -212,25 +223,15 @@ class MetadataStore:
 
     def stage_object(self, repo: str, branch: str, entry: ObjectEntry) -> None:
         with transaction(self.db) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO staging(repo, branch, path, address, checksum, size, mtime, content_type, "
-                "metadata) VALUES (?,?,?,?,?,?,?,?,?)",
-                (repo, branch, entry.path, entry.address, entry.checksum, entry.size_bytes, entry.mtime,
-                 entry.content_type, json.dumps(entry.metadata, sort_keys=True)),
-            )
+            trees.stage_entry(db, repo, branch, entry)
 
     def delete_objects(self, repo: str, branch: str, paths: Iterable[str]) -> None:
-        """Stage deletions; deleting what does not exist is a no-op (as in lakeFS)."""
-        tree_id = self.get_commit(repo, self.branch_head(repo, branch)).tree_id
+        """Stage deletions; deleting what does not exist is a no-op (as in lakeFS).
+        A deletion during a commit's pre-hooks still holds once it lands."""
+        head = self.get_commit(repo, self.branch_head(repo, branch))
         with transaction(self.db) as db:
-            for path in paths:
-                if trees.tree_entry(db, tree_id, path) is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO staging(repo, branch, path, address) VALUES (?,?,?,NULL)",
-                        (repo, branch, path),
-                    )
-                else:
-                    db.execute("DELETE FROM staging WHERE repo=? AND branch=? AND path=?", (repo, branch, path))
+            in_flight = prepared.in_flight_trees(db, repo, branch, head.id)
+            trees.stage_deletions(db, repo, branch, head.tree_id, in_flight, paths)
 
     def get_entry(self, repo: str, ref: ResolvedRef, path: str) -> ObjectEntry | None:
         if ref.branch is not None:
@@ -286,10 +287,18 @@ class MetadataStore:
             raise BadRequest("commit: no changes")
         creation_ns = time.time_ns() if date is None else date * 1_000_000_000
         with transaction(self.db) as db:
+            prepared.discard_stale(db, repo, branch)
             tree_id = trees.store_tree(db, entries)
             commit = history.insert_commit(db, repo, [head.id], committer, message, tree_id, metadata,
                                            head.generation + 1, creation_ns)
+            prepared.record(db, repo, branch, commit.id, head.id, "commit")
         return PendingCommit(repo, branch, commit, head.id, staged)
+
+    def discard_prepared(self, repo: str, branch: str) -> None:
+        """A pre-hook refused the commit or merge prepared on ``branch``: it
+        will never be applied, so it must not stay readable by id."""
+        with transaction(self.db) as db:
+            prepared.discard_stale(db, repo, branch)
 
     def apply_commit(self, pending: PendingCommit) -> Commit:
         """Move the branch to the prepared commit and drop the staged entries it
@@ -302,6 +311,7 @@ class MetadataStore:
                 "UPDATE branches SET commit_id=? WHERE repo=? AND name=?",
                 (pending.commit.id, pending.repo, pending.branch),
             )
+            prepared.settle(db, pending.repo, pending.branch, pending.commit.id)
             for path, entry in pending.staged:
                 if entry is None:
                     db.execute(
@@ -372,6 +382,7 @@ class MetadataStore:
         if conflicts:
             raise MergeConflict(f"update branch {destination}: conflict found")
         with transaction(self.db) as db:
+            prepared.discard_stale(db, repo, destination)
             tree_id = trees.store_tree(db, merged)
             commit = history.insert_commit(
                 db,
@@ -384,6 +395,7 @@ class MetadataStore:
                 max(dest_head.generation, source_commit.generation) + 1,
                 time.time_ns(),
             )
+            prepared.record(db, repo, destination, commit.id, dest_head.id, "merge")
         return PendingMerge(repo, destination, source_commit.id, commit, dest_head.id)
 
     def apply_merge(self, pending: PendingMerge) -> Commit:
@@ -396,6 +408,11 @@ class MetadataStore:
                 "UPDATE branches SET commit_id=? WHERE repo=? AND name=?",
                 (pending.commit.id, pending.repo, pending.destination),
             )
+            prepared.settle(db, pending.repo, pending.destination, pending.commit.id)
+            # Not dirty: whatever is staged only repeats the old head (e.g. a
+            # reset during a commit whose hook then failed); against the new
+            # head it would be a change nobody made.
+            db.execute("DELETE FROM staging WHERE repo=? AND branch=?", (pending.repo, pending.destination))
         return pending.commit
 
     # ---------------------------------------------------------------- action runs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .records import EMPTY_TREE, ObjectEntry
 
@@ -64,6 +64,52 @@ def iter_staging(
     """A branch's staged paths in order, each with its entry (None: a tombstone)."""
     for row in _iter_rows(db, "staging WHERE repo=? AND branch=?", (repo, branch), lower, inclusive, upper):
         yield row[0], (None if row[1] is None else entry_from_row(row))
+
+
+def stage_entry(db: sqlite3.Connection, repo: str, branch: str, entry: ObjectEntry) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO staging(repo, branch, path, address, checksum, size, mtime, content_type, metadata) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        (repo, branch, entry.path, entry.address, entry.checksum, entry.size_bytes, entry.mtime,
+         entry.content_type, json.dumps(entry.metadata, sort_keys=True)),
+    )
+
+
+def stage_tombstone(db: sqlite3.Connection, repo: str, branch: str, path: str) -> None:
+    db.execute("INSERT OR REPLACE INTO staging(repo, branch, path, address) VALUES (?,?,?,NULL)", (repo, branch, path))
+
+
+def unstage(db: sqlite3.Connection, repo: str, branch: str, path: str) -> None:
+    db.execute("DELETE FROM staging WHERE repo=? AND branch=? AND path=?", (repo, branch, path))
+
+
+def stage_deletions(
+    db: sqlite3.Connection, repo: str, branch: str, head_tree: str, in_flight: list[str], paths: Iterable[str]
+) -> None:
+    """Stage deletions. A path that the head or a commit in flight holds gets
+    a tombstone, so the deletion outlives that commit when it lands; any other
+    path only loses what was staged (deleting nothing is a no-op, as in lakeFS)."""
+    for path in paths:
+        if any(tree_entry(db, tree_id, path) is not None for tree_id in (head_tree, *in_flight)):
+            stage_tombstone(db, repo, branch, path)
+        else:
+            unstage(db, repo, branch, path)
+
+
+def reset_paths(
+    db: sqlite3.Connection, repo: str, branch: str, head_tree: str, in_flight: list[str], paths: Iterable[str]
+) -> None:
+    """Discard the staged changes of these paths. Where a commit in flight
+    changes a path, stage what the head has instead (its entry, or a
+    tombstone), so the reset still holds once that commit lands."""
+    for path in paths:
+        before = tree_entry(db, head_tree, path)
+        if not any(tree_entry(db, tree_id, path) != before for tree_id in in_flight):
+            unstage(db, repo, branch, path)
+        elif before is None:
+            stage_tombstone(db, repo, branch, path)
+        else:
+            stage_entry(db, repo, branch, before)
 
 
 def tree_entry(db: sqlite3.Connection, tree_id: str, path: str) -> ObjectEntry | None:

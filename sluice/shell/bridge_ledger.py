@@ -67,6 +67,12 @@ class EmittedLedger:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM emitted WHERE event_id = ? AND state = 'claimed'", (str(event.id),))
 
+    def is_emitted(self, event: BridgeEvent) -> bool:
+        """Whether the event was emitted and confirmed (a claim alone is not enough)."""
+        with self._connect() as db:
+            row = db.execute("SELECT state FROM emitted WHERE event_id = ?", (str(event.id),)).fetchone()
+        return row is not None and row[0] == "emitted"
+
     def emitted(self) -> list[dict[str, Any]]:
         with self._connect() as db:
             rows = db.execute("SELECT event_id, repository, branch, event, commit_id, via, state, at FROM emitted "

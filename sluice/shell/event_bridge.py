@@ -21,6 +21,9 @@ Delivery is at least once, without duplicates:
 - the reconciler lists new commits on the watched branches and emits what the
   receiver missed (bridge down, hook failed). Its first pass over a
   repository only records where each branch stands: history is not replayed.
+  A branch's mark moves only once its events are emitted, so neither a pass
+  during a Prefect outage nor an emit that crashed after its claim (the claim
+  expires after 2 minutes) loses a commit.
 
 Event names: ``lakefs.merge.completed``, ``lakefs.commit.completed`` (and
 ``lakefs.<operation>.completed`` for the other post-* hooks). The resource is
@@ -278,7 +281,12 @@ class Bridge:
                      "event_id": str(event.id)}
 
     def reconcile_once(self, client: Any, max_commits: int = 1000) -> list[BridgeEvent]:
-        """Emit events for commits on watched branches that no webhook delivered; the events emitted now."""
+        """Emit events for commits on watched branches that no webhook delivered; the events emitted now.
+
+        A branch's watermark moves to its head only once every event found on it is emitted, now or
+        before. A pass that cannot reach Prefect moves none, and an event claimed by an emit that has
+        not confirmed it (still running, or crashed: the claim expires) keeps its branch's watermark,
+        so the next pass looks at those commits again instead of losing them."""
         import lakefs
 
         repo = lakefs.Repository(self.repository, client=client)
@@ -290,9 +298,19 @@ class Bridge:
         for branch, head in sorted(heads.items()):
             if not first_pass and marks.get(branch) != head:
                 new += self._new_commits(repo, branch, marks.get(branch), max_commits)
-            self.ledger.set_watermark(self.repository, branch, head)
-        emitted = [event for event in sorted(new, key=lambda e: e.occurred) if self.emit_once(event, "reconcile")]
-        self.counts["reconciled"] += len(emitted)
+        emitted: list[BridgeEvent] = []
+        unsettled: set[str] = set()
+        try:
+            for event in sorted(new, key=lambda e: e.occurred):
+                if self.emit_once(event, "reconcile"):
+                    emitted.append(event)
+                elif not self.ledger.is_emitted(event):
+                    unsettled.add(event.branch)
+        finally:
+            self.counts["reconciled"] += len(emitted)
+        for branch, head in sorted(heads.items()):
+            if branch not in unsettled:
+                self.ledger.set_watermark(self.repository, branch, head)
         return emitted
 
     def _new_commits(self, repo: Any, branch: str, watermark: str | None, max_commits: int) -> list[BridgeEvent]:

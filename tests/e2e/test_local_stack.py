@@ -125,13 +125,16 @@ def test_new_data_reaches_the_serving_endpoint_and_bad_data_starts_nothing(stack
     run = _final_run(env, "pipeline-on-merge", merged, 420)
     assert run.state_name == "Completed", run.state
 
-    # lakeFS delivering the same merge again: the bridge emits nothing, and no second pipeline run starts
+    # lakeFS delivering the same merge again: the bridge emits nothing, so no second pipeline run can start
     token = json.loads((state_dir / "secrets.json").read_text())["bridge_token"]
+    counts_before = httpx.get(f"{env['SLUICE_BRIDGE_URL']}/health").json()["counts"]
     again = httpx.post(f"{env['SLUICE_BRIDGE_URL']}/lakefs", headers={"X-Sluice-Token": token},
                        json={"event_type": "post-merge", "repository_id": "sluice-data", "branch_id": "main",
                              "commit_id": merged, "source_ref": merged})
-    assert again.status_code == 200 and again.json()["status"] == "duplicate"
-    time.sleep(3)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"  # handled: answered after the ledger
+    counts_after = httpx.get(f"{env['SLUICE_BRIDGE_URL']}/health").json()["counts"]
+    assert counts_after["emitted"] == counts_before["emitted"]  # no event went to Prefect, none can trigger
+    assert counts_after["duplicates"] > counts_before["duplicates"]
     assert [r.parameters["commit_id"] for r in _flow_runs(env, "pipeline-on-merge")].count(merged) == 1
 
     from mlflow import MlflowClient

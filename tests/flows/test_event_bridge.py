@@ -4,28 +4,35 @@ HTTP, and a real Prefect API whose events are read back."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import lakefs
 import pytest
 
 from sluice.core.config import BridgeConfig
+from sluice.shell import bridge_ledger
 from sluice.shell.event_bridge import (
     TOKEN_HEADER,
     Bridge,
+    BridgeEvent,
     EmittedLedger,
     PrefectEventSink,
+    PrefectUnavailable,
     WebhookError,
     create_app,
     event_from_commit,
     event_from_webhook,
     install_action,
 )
-from tests.conftest import BRIDGE_TOKEN, unique_name
+from tests.conftest import BRIDGE_TOKEN, REPO_ROOT, unique_name
 
 MERGE_BODY = {"event_type": "post-merge", "event_time": "2026-11-21T01:40:00Z", "action_name": "a",
               "hook_id": "h", "repository_id": "demo", "branch_id": "main", "source_ref": "c0ffee",
@@ -93,27 +100,35 @@ class BackgroundServer:
         self.thread.join(10)
 
 
-def _events_for(commit_id: str, name: str, timeout: float = 20.0) -> list:
-    """Events Prefect stored for a commit (the persister writes them a moment after they arrive)."""
+def _stored_events(commit_id: str, name: str) -> list:
+    """The events Prefect has stored for a commit, now."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
-    deadline = time.monotonic() + timeout
     since = datetime.now(UTC) - timedelta(days=3650)
-    found: list = []
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[name]),
-                                                         occurred=EventOccurredFilter(since=since)), limit=50)
-        found = [e for e in page.events if e.payload.get("commit_id") == commit_id]
-        if found:
-            time.sleep(0.5)  # a duplicate would arrive about as fast: look once more
-            with get_client(sync_client=True) as client:
-                page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[name]),
-                                                             occurred=EventOccurredFilter(since=since)), limit=50)
-            return [e for e in page.events if e.payload.get("commit_id") == commit_id]
-        time.sleep(0.2)
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=EventFilter(event=EventNameFilter(name=[name]),
+                                                     occurred=EventOccurredFilter(since=since)), limit=50)
+    return [e for e in page.events if e.payload.get("commit_id") == commit_id]
+
+
+def _wait_for_events(commit_id: str, name: str, timeout: float = 20.0) -> list:
+    """The stored events for a commit once there is one (the persister writes a moment after they arrive)."""
+    deadline = time.monotonic() + timeout
+    while not (found := _stored_events(commit_id, name)):
+        assert time.monotonic() < deadline, f"Prefect stored no {name} event for commit {commit_id} in {timeout} s"
+        time.sleep(0.1)
     return found
+
+
+def _all_sent_events_stored() -> None:
+    """Return once Prefect has stored every event sent to it before this call: a sentinel sent now
+    is persisted after them (one queue, flushed in order), so absence can be checked after it."""
+    sentinel = event_from_webhook({**MERGE_BODY, "event_type": "post-sentinel", "repository_id": "sentinel",
+                                   "commit_id": unique_name("sentinel")})  # its own name: not among the merges
+    assert sentinel is not None
+    PrefectEventSink().emit([sentinel])
+    _wait_for_events(sentinel.commit_id, sentinel.event)
 
 
 @pytest.fixture
@@ -140,15 +155,18 @@ def test_a_merge_reaches_prefect_once_through_the_action_and_duplicates_emit_not
     assert install_action(lakefs_client, repo.id, server.url) is None  # already there: no second commit
     merge_commit = _merge_new_data(repo, lakefs_client)
 
-    events = _events_for(merge_commit, "lakefs.merge.completed")
-    assert len(events) == 1
+    # lakeFS runs post-hooks in the background: wait until both ran (the bridge answered them)
+    runs = _finished_action_runs(lakefs_client, repo.id, count=2)
+    assert sorted((r.event_type, r.status) for r in runs) == [("post-commit", "completed"),
+                                                              ("post-merge", "completed")]
+    events = _wait_for_events(merge_commit, "lakefs.merge.completed")
     assert events[0].resource.id == f"lakefs.repo.{repo.id}.branch.main"
     emitted = {(e["event"], e["branch"], e["commit_id"], e["via"]) for e in bridge.ledger.emitted()}
     assert ("lakefs.merge.completed", "main", merge_commit, "webhook") in emitted
     # the commit on the incoming-* branch before the merge was announced too (post-commit)
     assert {(event, via) for event, branch, _, via in emitted if branch.startswith("incoming-")} == {
         ("lakefs.commit.completed", "webhook")}
-    assert len(emitted) == 2
+    assert len(emitted) == 2 and bridge.counts["emitted"] == 2
 
     # lakeFS retrying the hook, and the reconciler finding the commit: neither emits again
     body = {**MERGE_BODY, "repository_id": repo.id, "commit_id": merge_commit, "source_ref": merge_commit}
@@ -156,7 +174,18 @@ def test_a_merge_reaches_prefect_once_through_the_action_and_duplicates_emit_not
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     bridge.reconcile_once(lakefs_client)  # first pass: records where branches stand
     assert bridge.reconcile_once(lakefs_client) == []
-    assert len(_events_for(merge_commit, "lakefs.merge.completed")) == 1
+    assert bridge.counts["emitted"] == 2 and bridge.counts["duplicates"] == 1
+    _all_sent_events_stored()
+    assert len(_stored_events(merge_commit, "lakefs.merge.completed")) == 1
+
+
+def _finished_action_runs(lakefs_client, repository: str, count: int) -> list:  # type: ignore[no-untyped-def]
+    """The repository's action runs once ``count`` of them finished (lakeFS records a run when it ends)."""
+    deadline = time.monotonic() + 30
+    while len(runs := lakefs_client.sdk_client.actions_api.list_repository_runs(repository).results) < count:
+        assert time.monotonic() < deadline, f"only {len(runs)} of {count} action runs finished in 30 s: {runs}"
+        time.sleep(0.1)
+    return runs
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
@@ -190,8 +219,11 @@ def test_the_reconciler_emits_what_no_webhook_delivered_once(bridge_setup, lakef
     assert {(e.event, e.branch, e.commit_id) for e in emitted} == {
         ("lakefs.merge.completed", "main", missed), ("lakefs.commit.completed", "incoming-batch-7", incoming_commit)}
     assert bridge.reconcile_once(lakefs_client) == []
-    assert len(_events_for(missed, "lakefs.merge.completed")) == 1
-    assert _events_for(before, "lakefs.merge.completed", timeout=1) == []
+    _wait_for_events(missed, "lakefs.merge.completed")
+    _all_sent_events_stored()
+    assert len(_stored_events(missed, "lakefs.merge.completed")) == 1
+    assert _stored_events(before, "lakefs.merge.completed") == []
+    assert before not in {e["commit_id"] for e in bridge.ledger.emitted()}
 
 
 def test_prefect_down_means_503_and_the_commit_is_emitted_later(prefect_harness, tmp_path):
@@ -203,3 +235,88 @@ def test_prefect_down_means_503_and_the_commit_is_emitted_later(prefect_harness,
     assert ledger.emitted() == []  # the claim was released
     up = Bridge(BridgeConfig(), BRIDGE_TOKEN, PrefectEventSink(), ledger, repository="demo")
     assert up.handle_webhook(MERGE_BODY, BRIDGE_TOKEN)[1]["status"] == "emitted"
+
+
+# ------------------------------------------------------------------ a bridge that dies mid-emit
+
+_DIE_WHILE_EMITTING = """
+import os, signal, sys
+from pathlib import Path
+from sluice.core.config import BridgeConfig
+from sluice.shell.event_bridge import Bridge, BridgeEvent, EmittedLedger
+
+class DiesWhileEmitting:
+    api_url = "unused"
+    def emit(self, events):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+path, event = Path(sys.argv[1]), BridgeEvent.model_validate_json(sys.argv[2])
+bridge = Bridge(BridgeConfig(state_file=path), "token", DiesWhileEmitting(), EmittedLedger(path), event.repository)
+bridge.emit_once(event, "webhook")
+"""
+
+
+def _die_while_emitting(ledger_path: Path, event: BridgeEvent) -> None:
+    """A bridge process that claims the event in the ledger and is killed before it confirms it."""
+    process = subprocess.run([sys.executable, "-c", _DIE_WHILE_EMITTING, str(ledger_path), event.model_dump_json()],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert [(e["commit_id"], e["state"]) for e in EmittedLedger(ledger_path).emitted()] == [
+        (event.commit_id, "claimed")]
+
+
+def _claims_expire_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the claim expiry (120 s) had passed since every claim in the ledger."""
+    monkeypatch.setattr(bridge_ledger, "_CLAIM_EXPIRES_SECONDS", 0.0)
+
+
+def test_a_retried_hook_emits_once_what_a_bridge_that_died_mid_emit_claimed(prefect_harness, tmp_path, monkeypatch):
+    body = {**MERGE_BODY, "commit_id": unique_name("crashed")}
+    event = event_from_webhook(body)
+    assert event is not None
+    _die_while_emitting(tmp_path / "emitted.db", event)
+    bridge = Bridge(BridgeConfig(state_file=tmp_path / "emitted.db"), BRIDGE_TOKEN, PrefectEventSink(),
+                    EmittedLedger(tmp_path / "emitted.db"), repository="demo")
+    # a fresh claim may be an emit still under way elsewhere: not emitted a second time
+    assert bridge.handle_webhook(body, BRIDGE_TOKEN)[1]["status"] == "duplicate"
+    _claims_expire_now(monkeypatch)
+    assert bridge.handle_webhook(body, BRIDGE_TOKEN)[1]["status"] == "emitted"
+    assert bridge.handle_webhook(body, BRIDGE_TOKEN)[1]["status"] == "duplicate"
+    assert bridge.counts["emitted"] == 1
+    assert [(e["state"], e["via"]) for e in bridge.ledger.emitted()] == [("emitted", "webhook")]
+    _wait_for_events(event.commit_id, event.event)
+    _all_sent_events_stored()
+    assert len(_stored_events(event.commit_id, event.event)) == 1
+
+
+def test_the_reconciler_emits_once_what_a_bridge_that_died_mid_emit_claimed(bridge_setup, lakefs_client,
+                                                                            monkeypatch):
+    repo, bridge, _ = bridge_setup  # no action installed: the reconciler is the only way in
+    assert bridge.reconcile_once(lakefs_client) == []  # first pass: records where branches stand
+    merge_commit = _merge_new_data(repo, lakefs_client)
+    event = event_from_commit(repo.id, "main", repo.commit(merge_commit).get_commit())
+    _die_while_emitting(bridge.ledger.path, event)
+
+    # while the claim is fresh the reconciler leaves the merge alone, but must come back to it
+    assert merge_commit not in {e.commit_id for e in bridge.reconcile_once(lakefs_client)}
+    _claims_expire_now(monkeypatch)
+    assert [e.commit_id for e in bridge.reconcile_once(lakefs_client)] == [merge_commit]
+    assert bridge.reconcile_once(lakefs_client) == []
+    assert ("emitted", "reconcile") in {(e["state"], e["via"]) for e in bridge.ledger.emitted()
+                                        if e["commit_id"] == merge_commit}
+    _wait_for_events(merge_commit, "lakefs.merge.completed")
+    _all_sent_events_stored()
+    assert len(_stored_events(merge_commit, "lakefs.merge.completed")) == 1
+
+
+def test_a_reconcile_pass_that_cannot_reach_prefect_leaves_its_commits_to_the_next(bridge_setup, lakefs_client):
+    repo, bridge, _ = bridge_setup
+    assert bridge.reconcile_once(lakefs_client) == []
+    merge_commit = _merge_new_data(repo, lakefs_client)
+    working = bridge.sink
+    bridge.sink = PrefectEventSink("http://127.0.0.1:9/api", timeout=1)  # Prefect down for one pass
+    with pytest.raises(PrefectUnavailable):
+        bridge.reconcile_once(lakefs_client)
+    bridge.sink = working
+    assert merge_commit in {e.commit_id for e in bridge.reconcile_once(lakefs_client)}
+    assert bridge.reconcile_once(lakefs_client) == []

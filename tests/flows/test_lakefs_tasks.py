@@ -31,16 +31,19 @@ from tests.conftest import unique_name
 pytestmark = pytest.mark.usefixtures("prefect_harness", "lakefs_env")
 
 
-def _run_count(state) -> int:  # type: ignore[no-untyped-def]
+def _run_count(state, timeout: float = 30.0) -> int:  # type: ignore[no-untyped-def]
     """The task run's run count once the server has recorded its final state: task run states reach the
     server as events, recorded in the background, so a read right after the call can still be behind."""
     async def read() -> int:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         async with get_client() as client:
             while True:
                 run = await client.read_task_run(state.state_details.task_run_id)
-                if run.state_type == state.type or time.monotonic() > deadline:
+                if run.state_type == state.type:
                     return run.run_count
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"task run {run.id} is still {run.state_type} on the server after {timeout} s "
+                                         f"(the task ended {state.type}); its run count {run.run_count} is not final")
                 await asyncio.sleep(0.1)
 
     return asyncio.run(read())

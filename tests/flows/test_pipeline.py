@@ -8,7 +8,6 @@ undertrained candidate, a second champion, a rollback."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +61,11 @@ def ledger(config: SluiceConfig) -> list[LedgerEntry]:
     return read_ledger(ModelRegistry(tracking_target(config.tracking), config.registry.model_name))
 
 
+def _mlflow_run_ids(client: MlflowClient) -> set[str]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {run.info.run_id for run in client.search_runs(experiments, max_results=5000)}
+
+
 def _champion(config: SluiceConfig) -> str:
     return str(_client(config).get_model_version_by_alias(config.registry.model_name, "champion").version)
 
@@ -106,10 +110,14 @@ def test_a_model_name_from_first_champion_to_rollback(published, tiny_model, tmp
     promoted_at = entry.at
 
     # 2. the same commit and config again: every stage reused, nothing moves, no second version
-    started = time.monotonic()
+    runs_before = _mlflow_run_ids(client)
     again = pipeline(config=config)
-    assert time.monotonic() - started < 60
-    assert again.training.reused and not again.promotion.version.created
+    assert again.training.reused and again.training.run_id == first.training.run_id  # nothing trained
+    # the evaluations come from the cache: the candidate's and the champion's (the same model) are the first run's
+    assert again.evaluation.candidate.run_id == evaluation.candidate.run_id
+    assert again.evaluation.champion is not None and again.evaluation.champion.run_id == evaluation.candidate.run_id
+    assert _mlflow_run_ids(client) == runs_before  # no training, evaluation or ledger run was started
+    assert not again.promotion.version.created
     assert again.promotion.version.version == "1" and again.promotion.moves == []
     assert len(client.search_model_versions(f"name = '{name}'")) == 1 and len(ledger(config)) == 1
 

@@ -214,3 +214,41 @@ def test_log_filtered_to_objects_and_prefixes(repo):
     assert [c.id for c in main.log(objects=["data/a.csv"])] == [touches_a]
     assert [c.id for c in main.log(prefixes=["data/"])] == [touches_b, touches_a]
     assert [c.message for c in main.log(prefixes=["docs/"])] == ["docs"]
+
+
+def test_the_same_change_on_both_sides_merges_cleanly(repo):
+    main = repo.branch("main")
+    main.object("config.yaml").upload(data=b"v: 0")
+    main.object("old.txt").upload(data=b"old")
+    main.commit("base")
+    feature = repo.branch("feature").create("main")
+    for branch in (main, feature):  # identical edits, adds and deletes on both branches
+        branch.object("config.yaml").upload(data=b"v: 1")
+        branch.object("added.txt").upload(data=b"same")
+        branch.object("old.txt").delete()
+    feature.object("feature-only").upload(data=b"f")
+    feature.commit("feature: the shared change and one more")
+    main.commit("main: the shared change")
+
+    assert [(c.type, c.path) for c in repo.ref("main").diff("feature")] == [("added", "feature-only")]
+    feature.merge_into(main)  # the default strategy: a conflict would raise ConflictException
+    assert sorted(o.path for o in main.objects()) == ["added.txt", "config.yaml", "feature-only"]
+    assert _read(repo, "main", "config.yaml") == b"v: 1"
+
+
+def test_a_committed_delete_leaves_nothing_staged(repo):
+    main = repo.branch("main")
+    main.object("data.csv").upload(data=b"v1")
+    main.commit("add")
+    main.object("data.csv").delete()
+    main.commit("delete")
+    assert list(main.uncommitted()) == []
+    assert not main.object("data.csv").exists()
+
+    # the path comes back through a merge: the deletion committed before must not hide it
+    feature = repo.branch("feature").create("main")
+    feature.object("data.csv").upload(data=b"v2")
+    feature.commit("restore")
+    feature.merge_into(main)
+    assert _read(repo, "main", "data.csv") == b"v2"
+    assert [o.path for o in main.objects()] == ["data.csv"]

@@ -8,6 +8,7 @@ commit."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -21,7 +22,7 @@ from tests.lakefs.crashing_server import kill_on_hook as _kill_on_hook
 from tests.lakefs.crashing_server import restart as _restart
 from tests.lakefs.crashing_server import swallow_crash as _swallow_crash
 from tests.lakefs.crashing_server import server  # noqa: F401  (fixture)
-
+from tests.lakefs.webhook_listener import ReceivedCall, WebhookListener
 
 
 def _repo(server: EmbeddedLakeFS) -> lakefs.Repository:
@@ -109,52 +110,101 @@ def test_crash_after_the_commit_is_applied_keeps_it(server):
         listener.close()
 
 
+class _HeldPreCommitHook:
+    """A pre-commit webhook that holds each commit in flight (built, branch not moved) for
+    ``seconds``, and records per branch when it was called and when it answered."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.called: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+        self.listener = WebhookListener(on_call=self._hold)
+
+    def _hold(self, call: ReceivedCall) -> None:
+        branch = call.body.get("branch_id", "")
+        self.called[branch] = time.monotonic()
+        time.sleep(self.seconds)
+        self.answered[branch] = time.monotonic()
+
+    def in_flight_throughout(self, branch: str, start: float, end: float) -> bool:
+        """Whether the branch's commit sat in its pre-commit hook from ``start`` to ``end``."""
+        called = self.called.get(branch)
+        return called is not None and called <= start and self.answered.get(branch, math.inf) > end
+
+
+def _commit_in_thread(server: EmbeddedLakeFS, branch: str, answers: dict[str, str]) -> threading.Thread:
+    def commit() -> None:
+        answers[branch] = _repo(server).branch(branch).commit("delete all").get_commit().id
+
+    thread = threading.Thread(target=lambda: _swallow_crash(commit))
+    thread.start()
+    return thread
+
+
 @pytest.mark.slow
 def test_kills_at_arbitrary_moments_of_a_large_commit_leave_before_or_after(server):
-    """SIGKILL at spread-out moments of a commit that deletes 2,000 objects:
-    after each restart the branch is exactly before or exactly after."""
+    """SIGKILL at spread-out moments of a commit that deletes 2,000 objects — while it builds its
+    tree, while its pre-commit hook holds it in flight, after it answered — and restart: the branch
+    is exactly before or exactly after; a commit killed in flight is before, an answered one after."""
     repo = _repo(server).create(storage_namespace="local://crash-test")
     main = repo.branch("main")
     paths = [f"part-{i:05d}" for i in range(2000)]
     with main.transact(commit_message="2000 objects") as tx:
         for path in paths:
             tx.object(path).upload(data=path.encode())
-    full = main.head.id
 
-    def stage_deletions(name: str) -> lakefs.Branch:
-        branch = _repo(server).branch(name).create(full)
+    def stage_deletions(name: str, source: str) -> None:
+        branch = _repo(server).branch(name).create(source)
         for start in range(0, len(paths), 1000):
             branch.delete_objects(paths[start:start + 1000])
-        return branch
 
+    stage_deletions("calibrate", main.head.id)
     started = time.monotonic()
-    stage_deletions("calibrate").commit("calibration")
-    commit_seconds = time.monotonic() - started
+    _repo(server).branch("calibrate").commit("calibration")
+    build_seconds = time.monotonic() - started
+    hook = _HeldPreCommitHook(seconds=max(0.3, build_seconds))
+    try:
+        main.object("_lakefs_actions/hold.yaml").upload(data=_action(hook.listener.url, "pre-commit"))
+        full = main.commit("hold every commit in its pre-commit hook").get_commit().id
 
-    outcomes = []
-    for trial, fraction in enumerate([0.05, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5]):
-        name = f"trial-{trial}"
-        stage_deletions(name)
-        commit_thread = threading.Thread(
-            target=lambda n=name: _swallow_crash(lambda: _repo(server).branch(n).commit("delete all"))
-        )
-        commit_thread.start()
-        time.sleep(commit_seconds * fraction)
-        server.kill()
-        commit_thread.join()
-        server.start()
+        answers: dict[str, str] = {}
+        in_flight: list[str] = []
+        outcomes: list[str] = []
+        # kills while the tree is built, while the hook holds the commit, and after the answer (None)
+        delays = [build_seconds * f for f in (0.25, 0.5, 0.75)] + [build_seconds + hook.seconds * f
+                                                                    for f in (0.25, 0.5, 0.75)] + [None]
+        for trial, delay in enumerate(delays):
+            name = f"trial-{trial}"
+            stage_deletions(name, full)
+            thread = _commit_in_thread(server, name, answers)
+            if delay is None:
+                thread.join()
+            else:
+                time.sleep(delay)
+            kill_started = time.monotonic()
+            server.kill()
+            if hook.in_flight_throughout(name, kill_started, time.monotonic()):
+                in_flight.append(name)
+            thread.join()
+            server.start()
 
-        branch = _repo(server).branch(name)
-        head = branch.get_commit()
-        remaining = sum(1 for _ in branch.objects())
-        pending = sum(1 for _ in branch.uncommitted())
-        if head.id == full:
-            assert (remaining, pending) == (0, len(paths)), f"trial {trial}: half-committed (before)"
-            outcomes.append("before")
-        else:
-            assert head.parents == [full], f"trial {trial}: unexpected head"
-            assert (remaining, pending) == (0, 0), f"trial {trial}: half-committed (after)"
-            assert sum(1 for _ in _repo(server).ref(head.id).objects()) == 0
-            outcomes.append("after")
-    assert len(outcomes) == 7
-
+            branch = _repo(server).branch(name)
+            head = branch.get_commit()
+            remaining = sum(1 for _ in branch.objects(prefix="part-"))
+            pending = sum(1 for _ in branch.uncommitted())
+            if head.id == full:
+                assert (remaining, pending) == (0, len(paths)), f"{name}: half-committed (before)"
+                assert name not in answers, f"{name}: the commit was answered, then lost"
+                outcomes.append("before")
+            else:
+                assert head.parents == [full], f"{name}: unexpected head"
+                assert (remaining, pending) == (0, 0), f"{name}: half-committed (after)"
+                assert sum(1 for _ in _repo(server).ref(head.id).objects(prefix="part-")) == 0
+                assert name not in in_flight, f"{name}: killed in its pre-commit hook, yet the commit landed"
+                assert answers.get(name, head.id) == head.id, f"{name}: answered another commit id"
+                outcomes.append("after")
+        assert in_flight, (f"no kill landed while a commit was in flight (built in {build_seconds:.2f} s, held "
+                           f"{hook.seconds:.2f} s): the test checked only before and after")
+        assert outcomes[-1] == "after" and f"trial-{trial}" in answers  # killed after its answer: kept
+    finally:
+        hook.listener.close()

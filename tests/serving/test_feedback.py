@@ -116,3 +116,23 @@ def test_a_chat_keeps_its_turns_as_the_prompt_unless_it_does_not_end_with_the_us
         store.add_feedback(response_id, rating=1, preferred="It closes at 20:30.")
     store.close()
     assert [p["prompt"] for p in preference_pairs(tmp_path / "feedback.db")] == [chats["chatcmpl-asks"]]
+
+
+def test_the_latest_rating_of_an_answer_decides_which_side_it_is_on(tmp_path: Path) -> None:
+    from sluice.serving.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    prompt = [{"role": "user", "content": QUESTION}]
+    for response_id, completion in (("chatcmpl-a", "At 20:30."), ("chatcmpl-b", "Never.")):
+        store.record_response(response_id, endpoint="chat", model_version="1", prompt=prompt,
+                              completion=completion, finish_reason="stop")
+    first_a = store.add_feedback("chatcmpl-a", rating=5)
+    rating_b = store.add_feedback("chatcmpl-b", rating=3)
+    before = preference_pairs(tmp_path / "feedback.db")
+    assert [(p["chosen"], p["rejected"]) for p in before] == [("At 20:30.", "Never.")]
+
+    second_a = store.add_feedback("chatcmpl-a", rating=1)  # the user changed their mind about A
+    store.close()
+    pairs = preference_pairs(tmp_path / "feedback.db")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("Never.", "At 20:30.")]
+    assert pairs[0]["feedback_ids"] == sorted([first_a, rating_b, second_a])  # A's old rating is used up too

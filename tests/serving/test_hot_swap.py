@@ -151,3 +151,20 @@ def test_a_version_that_cannot_load_leaves_the_old_one_serving(registry: Registr
         answer = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, json={"messages": CHAT,
                                                                                     "max_tokens": 2})
         assert answer.status_code == 200 and answer.headers["X-Sluice-Model-Version"] == "1"
+
+
+def test_a_steady_alias_is_loaded_once_however_often_it_is_checked(registry: Registry, tmp_path: Path) -> None:
+    # version "12": each registry lookup returns a new string object (short ones like "1" are shared
+    # by CPython), so this checks that versions are compared by value
+    registry.register("steady-model", [1] * 12, champion=12)
+    config = registry.config("steady-model", tmp_path / "state", watch_seconds=0.05)
+    with ServingHandle(config, api_keys=[API_KEY]) as server:
+        server.wait_until_serving("12")
+        for _ in range(3):  # a reload finds the alias where it was
+            assert server.reload() == "12"
+        status = server.state.watcher.status
+        checked = status.last_check
+        wait_for(lambda: status.last_check is not None and checked is not None and status.last_check > checked)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert "sluice_serving_model_swaps_total 1.0" in metrics
+    assert sorted(p.name for p in (tmp_path / "state" / "models").iterdir()) == ["12"]

@@ -11,6 +11,7 @@ import pytest
 from sluice.lakefs_server.actions import ActionFileError, HookEvent, parse_action, parse_duration, render_template
 from sluice.lakefs_server.blobs import BlobStore
 from sluice.lakefs_server.errors import BadRequest
+from sluice.lakefs_server.metadata import trees
 from sluice.lakefs_server.metadata.records import ObjectEntry, ResolvedRef
 from sluice.lakefs_server.metadata.store import MetadataStore
 from sluice.lakefs_server.refs import RefExpression, parse_ref
@@ -175,6 +176,23 @@ def test_writes_staged_after_a_commit_was_built_stay_staged(tmp_path):
     store.apply_commit(pending)
     changes = store.diff_uncommitted("faults", "main")
     assert [(c.type, c.path) for c in changes] == [("changed", "p/000")]
+
+
+def test_a_committed_delete_leaves_no_tombstone_staged(tmp_path):
+    """Through the API a leftover tombstone hides only a path the head lacks, and a merge clears
+    the staging area: only the staging area itself shows that the commit took the deletion."""
+    store, _ = _store_with_staged(tmp_path, count=2)
+    _commit(store)
+    store.delete_objects("faults", "main", ["p/000"])
+    assert list(trees.iter_staging(store.db, "faults", "main")) == [("p/000", None)]
+    commit = _commit(store)
+    assert list(trees.iter_staging(store.db, "faults", "main")) == []
+    assert [e.path for e in store.iter_entries("faults", ResolvedRef(commit.id, "main"))] == ["p/001"]
+
+
+def _commit(store: MetadataStore):  # type: ignore[no-untyped-def]
+    pending = store.prepare_commit("faults", "main", message="m", metadata={}, committer="t", allow_empty=False)
+    return store.apply_commit(pending)
 
 
 def test_blob_addresses_are_validated(tmp_path):

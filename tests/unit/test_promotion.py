@@ -196,9 +196,22 @@ def test_decision_table(case: Case) -> None:
     assert set(decision.failed) <= set(decision.reasons)
 
 
-def test_boundary_case_really_is_below_the_tolerance_in_floats() -> None:
-    """Keeps the boundary row honest: without the float slack it would fail."""
-    assert 0.41 - 0.43 < -0.02
+@pytest.mark.parametrize(("candidate", "champion", "promote"), [
+    (0.41, 0.43, True),       # a drop of 0.020000000000000018 in floats: the allowed 0.02
+    (0.41, 0.430001, False),  # a millionth more than allowed: a regression, not rounding
+])
+def test_the_regression_check_forgives_float_rounding_and_nothing_more(candidate, champion, promote) -> None:
+    decision = decide_promotion(_cand(rougeL=candidate), _champ(rougeL=champion), _policy())
+    assert decision.promote is promote, decision.reasons
+    assert [("regression" in f) for f in decision.failed] == ([] if promote else [True])
+
+
+@pytest.mark.parametrize(("value", "promote"), [(0.3, True), (0.299999, False)])
+def test_the_minimum_check_forgives_float_rounding_and_nothing_more(value, promote) -> None:
+    policy = _policy(min_metrics={"rougeL": 0.1 + 0.2}, must_beat_base_model=[])  # 0.30000000000000004
+    decision = decide_promotion(_cand(rougeL=value), None, policy)
+    assert decision.promote is promote, decision.reasons
+    assert [("below the minimum" in f) for f in decision.failed] == ([] if promote else [True])
 
 
 def test_reasons_are_every_check_with_its_numbers() -> None:

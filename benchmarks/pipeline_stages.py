@@ -98,7 +98,7 @@ def run_once(config) -> dict:  # type: ignore[no-untyped-def]
             "overhead_outside_train_and_eval_s": round(wall - inner, 2),
             # the same without the demo's one-time build of the tiny base model: the pipeline's own overhead
             "pipeline_overhead_s": round(wall - inner - stages.get("build tiny model", 0.0), 2),
-            "decision": result.promotion.decision.summary(), "training_reused": result.training.reused,
+            "decision": result.promotion.summary(), "training_reused": result.training.reused,
             "rougeL": result.evaluation.candidate.metrics.get("rougeL")}
 
 

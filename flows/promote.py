@@ -2,15 +2,18 @@
 
 1. Register the training run's model as a version, with its lineage (once:
    a rerun finds it).
-2. Decide with ``decide_promotion`` (a plain function): absolute minimums,
+2. If the version already is @champion (an unchanged rerun), stop there:
+   its tags and ledger keep the evidence it was promoted on.
+3. Decide with ``decide_promotion`` (a plain function): absolute minimums,
    no regression against @champion measured now on the same eval data, and —
-   before there is a champion — a real win over the untrained base model.
-3. Pass → @champion moves to the version and the old one becomes @previous,
+   before there is a champion — a real win over the untrained base model;
+   the decision and its reasons become the version's tags.
+4. Pass → @champion moves to the version and the old one becomes @previous,
    each move in the ledger, and the serving endpoint (``SLUICE_SERVING_URL``)
    is asked to swap now. Fail → the version is tagged rejected with the
    reasons; @champion is untouched. A gate miss is a normal outcome: the flow
    completes and says why.
-4. Report champion and candidate side by side, with the decision and reasons.
+5. Report champion and candidate side by side, with the decision and reasons.
 
 Also here: the ``rollback`` flow (@champion back to @previous).
 """
@@ -24,10 +27,19 @@ from sluice.core.config import SluiceConfig
 from sluice.core.evaluation.results import EvaluationReport
 from sluice.core.promotion.aliases import AliasMove
 from sluice.core.promotion.gate import decide_on_report, decision_evidence
-from sluice.core.promotion.report import PromotionResult
+from sluice.core.promotion.report import PromotionResult, already_champion
+from sluice.core.registry.client import CHAMPION, ModelVersionRef
+from sluice.core.registry.tracking import TrackingTarget
 from sluice.core.training.results import TrainingResult
 from tasks import current_flow_run
-from tasks.registry import promote_version, register_model_version, resolve_tracking_target, roll_back, tag_version
+from tasks.registry import (
+    alias_version,
+    promote_version,
+    register_model_version,
+    resolve_tracking_target,
+    roll_back,
+    tag_version,
+)
 from tasks.reports import report_promotion, report_rollback
 from tasks.serving import reload_serving
 
@@ -42,18 +54,29 @@ def promote(training: TrainingResult, evaluation: EvaluationReport,
                                       evaluation_run=evaluation.candidate.run_id, config_hash=training.config_hash,
                                       training_key=training.key)
     version = register_model_version(target, config.registry, training.run_id, tags, training.data_commit)
+    if already_champion(alias_version(target, config.registry, CHAMPION), version.version):
+        result = PromotionResult(version=version, decision=None, moves=[])  # no tag, no alias, no ledger entry
+    else:
+        result = decide_and_record(target, version, evaluation, config)
+    get_run_logger().info("version %s: %s", version.version, result.summary())
+    report_promotion(result, evaluation, config.evaluation.confidence)
+    return result
+
+
+def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluation: EvaluationReport,
+                      config: SluiceConfig) -> PromotionResult:
+    """The gate's decision as the version's tags, then the alias moves it calls for."""
     decision = decide_on_report(evaluation, version.version, config.promotion)
+    # tags first: a champion always carries the evidence it was promoted on, even if the run died right after
+    # the move (a rerun finds it already champion and records nothing again)
+    tag_version(target, config.registry, version.version,
+                {lineage.DECISION: decision.tag, lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     moves: list[AliasMove] = []
     if decision.promote:
         moves = promote_version(target, config.registry, version.version, decision_evidence(decision, evaluation))
         if moves:
             reload_serving(version.version)
-    tag_version(target, config.registry, version.version,
-                {lineage.DECISION: decision.tag, lineage.DECISION_REASONS: "\n".join(decision.reasons)})
-    get_run_logger().info("version %s: %s", version.version, decision.summary())
-    result = PromotionResult(version=version, decision=decision, moves=moves)
-    report_promotion(result, evaluation, config.evaluation.confidence)
-    return result
+    return PromotionResult(version=version, decision=decision, moves=moves)
 
 
 @flow(name="rollback", log_prints=True)

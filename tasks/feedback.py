@@ -15,7 +15,9 @@ from tasks import UNCACHED
 @task(name="collect-preference-pairs", **UNCACHED)
 def collect_preference_pairs(feedback_db: str) -> list[dict]:
     if not Path(feedback_db).exists():
-        raise FileNotFoundError(f"no feedback store at {feedback_db}: is serving.state_dir the serving endpoint's?")
+        raise feedback.FeedbackStoreMissing(
+            f"no feedback store at {feedback_db}: the serving endpoint keeps {feedback.FEEDBACK_DB} in its "
+            "serving.state_dir; set serving.state_dir (or feedback_db) to the endpoint's")
     return serving_feedback.preference_pairs(feedback_db)
 
 

@@ -41,7 +41,7 @@ def report_training(result: TrainingResult, config: SluiceConfig, data_ref: str)
 @task(name="report-promotion", **UNCACHED)
 def report_promotion(result: PromotionResult, evaluation: EvaluationReport, confidence: float) -> None:
     create_markdown_artifact(markdown=promotion_report(result, evaluation, confidence), key="promotion",
-                             description=result.decision.summary())
+                             description=result.summary())
 
 
 @task(name="report-rollback", **UNCACHED)
@@ -53,7 +53,7 @@ def report_rollback(model_name: str, reason: str, moves: list[AliasMove]) -> Non
 @task(name="report-pipeline", **UNCACHED)
 def report_pipeline(result: PipelineResult, repository: str) -> None:
     create_markdown_artifact(markdown=pipeline_report(result, repository), key="pipeline",
-                             description=result.promotion.decision.summary())
+                             description=result.promotion.summary())
 
 
 @task(name="report-waiting-for-data", **UNCACHED)

@@ -36,7 +36,7 @@ def main_commit_after(ingested: list[IngestResult]) -> str | None:
 
 def pipeline_report(result: PipelineResult, repository: str) -> str:
     promotion, training, candidate = result.promotion, result.training, result.evaluation.candidate
-    lines = [f"# Pipeline: {promotion.decision.summary()}", "",
+    lines = [f"# Pipeline: {promotion.summary()}", "",
              f"- data: `lakefs://{repository}/{result.data_commit}/`",
              *[f"- ingest {r.kind}: {r.decision} ({r.rows_published} rows)" for r in result.ingested],
              f"- training: MLflow run `{training.run_id}`" + (" (reused)" if training.reused else "")

@@ -93,14 +93,9 @@ def create_app(config: SluiceConfig, *, host: str | None = None, api_keys: list[
 
 
 def _check_backend(backend: str) -> None:
-    if backend == "vllm":
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise ServingError("serving.backend is 'vllm' but vllm is not installed: pip install sluicegate[vllm] "
-                               "on a CUDA machine, or set serving.backend=transformers") from None
-        raise ServingError("serving.backend 'vllm': vllm is installed, but this version of Sluicegate serves only "
-                           "with the built-in engine; set serving.backend=transformers")
+    if backend == "vllm":  # accepted by the config so that GPU configs can name it; there is no engine (nor extra)
+        raise ServingError("serving.backend 'vllm' is not implemented yet: this version of Sluicegate serves only "
+                           "with its built-in engine; set serving.backend=transformers")
 
 
 def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:

@@ -84,6 +84,7 @@ class EmbeddedLakeFS:
         self.credentials = credentials
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
         self.endpoint: LakeFSEndpoint | None = None
 
     @property
@@ -101,6 +102,7 @@ class EmbeddedLakeFS:
         command = [sys.executable, "-m", "sluice", "lakefs", "serve", "--data-dir", str(self.data_dir),
                    "--host", self.host, "--port", str(self.port), "--ready-file", str(ready)]
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()  # the log is kept across starts: a failure shows this start's lines only
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         if while_starting is not None:
             while_starting()
@@ -109,8 +111,8 @@ class EmbeddedLakeFS:
             while not ready.exists():
                 if self.process.poll() is not None:
                     raise EmbeddedLakeFSError(
-                        f"the embedded lakeFS server exited with code {self.process.returncode}:\n"
-                        f"{self._log_tail()}"
+                        f"the embedded lakeFS server did not start (exit code {self.process.returncode}); its log "
+                        f"{self.log_path} says:\n{self._log_tail()}"
                     )
                 if time.monotonic() > deadline:
                     self.stop()
@@ -125,9 +127,13 @@ class EmbeddedLakeFS:
         return self.endpoint
 
     def _log_tail(self, lines: int = 20) -> str:
+        """The last lines this start wrote to the server's log."""
         if not self.log_path.exists():
             return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            written = log.read().decode(errors="replace").splitlines()
+        return "\n".join(written[-lines:]) or "(nothing in the log)"
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -65,8 +64,9 @@ def test_keys_from_the_environment_allow_a_public_address(registry: Registry, tm
     assert create_app(config, host="0.0.0.0").state.serving.api_keys == ["first-key", "second-key"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_the_vllm_backend_says_how_to_install_it(registry: Registry, tmp_path: Path) -> None:
+def test_the_vllm_backend_says_it_is_not_implemented(registry: Registry, tmp_path: Path) -> None:
+    """There is no [vllm] extra to install: the message must not send anyone looking for one."""
     config = registry.config("any-model", tmp_path / "state", backend="vllm")
-    with pytest.raises(ServingError, match=re.escape("pip install sluicegate[vllm] on a CUDA machine")):
+    with pytest.raises(ServingError, match=re.escape("serving.backend 'vllm' is not implemented yet")) as refused:
         create_app(config)
+    assert "pip install" not in str(refused.value) and "serving.backend=transformers" in str(refused.value)

@@ -104,7 +104,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
 
 
 def test_bundled_demo_data_is_exactly_what_the_generator_writes(tmp_path):
-    written = write_demo_data(tmp_path / "data")
+    written = write_demo_data(tmp_path)
     assert len(written) == 4
     for path in written:
         bundled = REPO_ROOT / "demo" / path.relative_to(tmp_path)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from sluice.core.config.sections import SluiceConfig
 from sluice.core.config.yaml_lines import load_yaml_text, load_yaml_with_lines
-from sluice.core.errors import ExplainedError
+from sluice.core.errors import USAGE, ExplainedError
 
 # Keys that look like endpoints or secrets, and the variable to use instead.
 _ENVIRONMENT_ONLY_KEYS = {
@@ -36,6 +36,8 @@ _ENVIRONMENT_ONLY_KEYS = {
 
 class ConfigError(ExplainedError, ValueError):
     """All problems found in a configuration, each naming where it came from."""
+
+    exit_code = USAGE
 
     def __init__(self, problems: Sequence[str]):
         self.problems = list(problems)

@@ -356,8 +356,8 @@ class ServingConfig(_Section):
     alias: str = Field("champion", description="Registry alias that is served and watched.")
     watch_seconds: float = Field(5.0, gt=0, description="How often the alias is checked for a new version.")
     backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers: built-in batched generation (CPU or GPU). vllm: GPU only, "
-        "needs the [vllm] extra.")
+        "transformers", description="transformers: built-in batched generation (CPU or GPU). vllm: reserved for a "
+        "vLLM engine, not implemented yet (the server refuses to start with it).")
     max_batch_size: int = Field(8, ge=1, description="Most concurrent requests generated together in one batch.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for others.")
     max_queued_requests: int = Field(

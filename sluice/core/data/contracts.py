@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sluice.core.config.yaml_lines import load_yaml_with_lines
 from sluice.core.data.kinds import CANONICAL, KINDS, ROLES
-from sluice.core.errors import ExplainedError
+from sluice.core.errors import USAGE, ExplainedError
 
 # the contract vocabulary for each canonical column type
 TYPE_NAMES = {"string": "string", "int64": "integer", "list<item: string>": "list<string>",
@@ -175,6 +175,8 @@ class Contract(_Strict):
 
 class ContractError(ExplainedError, ValueError):
     """A contract file that cannot be used; names the file, line and key."""
+
+    exit_code = USAGE  # the file is fixed before the command can run
 
 
 def role_order_regex(pattern: str) -> str:

@@ -168,9 +168,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_demo_data(out_dir: Path) -> list[Path]:
-    """The demo datasets in ``out_dir`` and the broken sample beside them in
-    ``out_dir/../broken``."""
-    written = [_write_jsonl(out_dir / name, rows) for name, rows in build_demo_data().items()]
-    written.append(_write_jsonl(out_dir.parent / "broken" / "sft.jsonl", build_broken_sft()))
+def write_demo_data(demo_dir: Path) -> list[Path]:
+    """The demo as the repository bundles it, all inside ``demo_dir``: the datasets in ``data/``, the broken
+    sample in ``broken/sft.jsonl``."""
+    written = [_write_jsonl(demo_dir / "data" / name, rows) for name, rows in build_demo_data().items()]
+    written.append(_write_jsonl(demo_dir / "broken" / "sft.jsonl", build_broken_sft()))
     return written

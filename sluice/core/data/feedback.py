@@ -11,8 +11,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from sluice.core.data.batch import IngestResult
+from sluice.core.errors import ExplainedError
 
 FEEDBACK_FILE = "serving-feedback.jsonl"
+FEEDBACK_DB = "feedback.db"  # the serving endpoint's store, in its serving.state_dir
+
+
+class FeedbackStoreMissing(ExplainedError, FileNotFoundError):
+    """No feedback store where the export looked; the message says where it looked and how to point it elsewhere."""
 
 
 class FeedbackExport(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from sluice.core.errors import ExplainedError
+from sluice.core.errors import USAGE, ExplainedError
 
 if TYPE_CHECKING:
     import lakefs
@@ -35,10 +35,16 @@ class LakeFSUnavailable(LakeFSError):
     """lakeFS could not be reached (worth retrying)."""
 
 
+class LakeFSNotConfigured(LakeFSError):
+    """The LAKECTL_* variables that say where lakeFS is, and who asks, are not set."""
+
+    exit_code = USAGE
+
+
 def endpoint_url() -> str:
     url = os.environ.get("LAKECTL_SERVER_ENDPOINT_URL")
     if not url:
-        raise LakeFSError(
+        raise LakeFSNotConfigured(
             "LAKECTL_SERVER_ENDPOINT_URL is not set: point it at lakeFS (and set LAKECTL_CREDENTIALS_ACCESS_KEY_ID "
             "and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY), or run through `sluice`, which starts the embedded server"
         )
@@ -53,7 +59,9 @@ def lakefs_client() -> lakefs.Client:
     key = os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID")
     secret = os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY")
     if not key or not secret:
-        raise LakeFSError("LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY must be set")
+        raise LakeFSNotConfigured(f"LAKECTL_SERVER_ENDPOINT_URL is {url}, but LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
+                                  "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY are not both set: set them to the access "
+                                  "key of that lakeFS")
     return lakefs.Client(host=url, username=key, password=secret)
 
 

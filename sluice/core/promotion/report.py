@@ -15,8 +15,20 @@ from sluice.core.registry.client import ModelVersionRef
 
 class PromotionResult(BaseModel):
     version: ModelVersionRef
-    decision: Decision
+    decision: Decision | None  # None: the version already was @champion, so nothing was decided again
     moves: list[AliasMove]
+
+    def summary(self) -> str:
+        if self.decision is None:
+            return (f"version {self.version.version} is already @champion: nothing decided again, its recorded "
+                    "decision and evidence stay as they were")
+        return self.decision.summary()
+
+
+def already_champion(champion: str | None, version: str) -> bool:
+    """An unchanged rerun: the candidate is the serving champion. Deciding again would compare it with itself,
+    and recording that would replace the evidence it was promoted on."""
+    return champion is not None and champion == version
 
 
 def _number(value: float | None) -> str:
@@ -29,6 +41,9 @@ def alias_move_lines(moves: list[AliasMove]) -> list[str]:
 
 def promotion_report(result: PromotionResult, report: EvaluationReport, confidence: float) -> str:
     version, decision, moves = result.version, result.decision, result.moves
+    if decision is None:
+        return (f"# {version.name} version {version.version}: already @champion\n\n"
+                f"- eval data: `{report.eval_data.uri}`\n\n{result.summary()}\n")
     reference = report.reference
     reference_label = (f"champion (version {report.champion.version})" if report.champion
                        else "base model (no champion yet)")

@@ -154,7 +154,7 @@ def _print_pipeline(result, resolved, endpoint) -> None:  # type: ignore[no-unty
     if reference:
         _print_sample(evaluation.candidate, reference)
     echo(f"model version    : {promotion.version.name} version {promotion.version.version}")
-    echo(f"decision         : {promotion.decision.summary()}")
+    echo(f"decision         : {promotion.summary()}")
     for alias, old, new in promotion.moves:
         echo(f"@{alias:<15}: {old or '-'} -> {new or '-'}")
     echo(f"MLflow           : {tracking}")

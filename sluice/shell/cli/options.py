@@ -2,7 +2,8 @@
 (``--env``, ``--config``, dotted overrides), ``--state-dir`` and ``--debug``;
 resolving the configuration from them (any problem: every one listed, exit
 status 2); and running a flow so that an explained failure shows as its
-message alone (exit status 1), its traceback kept in the log."""
+message alone (exit status 1, or 2 when the command is not set up: see
+``sluice.core.errors``), its traceback kept in the log."""
 
 from __future__ import annotations
 
@@ -55,18 +56,40 @@ def config_for_flows(env: str | None, files: list[Path] | None, overrides: list[
     return resolved
 
 
-def use_running_stack() -> None:
-    """Point this command at the stack `sluice up` started, if it runs (``$SLUICE_STACK_DIR``, default
-    .sluice/stack); variables already set in the environment win."""
+def stack_dir() -> Path:
+    """Where `sluice up` keeps the local stack's state: ``$SLUICE_STACK_DIR``, default .sluice/stack."""
+    return Path(os.environ.get("SLUICE_STACK_DIR", DEFAULT_STACK_DIR))
+
+
+def use_running_stack() -> bool:
+    """Point this command at the stack `sluice up` started, if it runs (see :func:`stack_dir`); variables
+    already set in the environment win. Whether it runs."""
     from sluice.shell.stack import running_stack_env
 
-    stack = running_stack_env(Path(os.environ.get("SLUICE_STACK_DIR", DEFAULT_STACK_DIR)))
+    stack = running_stack_env(stack_dir())
     for key, value in stack.items():
         os.environ.setdefault(key, value)
     if stack:
         typer.echo(f"using the local stack (sluice up): Prefect {os.environ.get('PREFECT_API_URL')}, lakeFS "
                    f"{os.environ.get('LAKECTL_SERVER_ENDPOINT_URL')}, MLflow {os.environ.get('MLFLOW_TRACKING_URI')}",
                    err=True)
+    return bool(stack)
+
+
+LAKEFS_VARIABLES = ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",
+                    "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY")
+
+
+def require_variables(command: str, names: tuple[str, ...], what_to_do: str) -> None:
+    """A command that works on running servers (no embedded default) ends here, naming every variable it
+    lacks, before it does anything (exit status 2)."""
+    from sluice.core.errors import SetupError
+
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        stack_env = stack_dir() / "stack.env"
+        raise SetupError(f"`sluice {command}` needs {', '.join(missing)}, not set here: {what_to_do} (for the "
+                         f"local stack of `sluice up`: set -a; . {stack_env}; set +a)")
 
 
 class _HideExplainedFailures(logging.Filter):
@@ -96,10 +119,70 @@ def _console_handlers() -> list[logging.Handler]:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
 
 
+def _log_file_handler() -> logging.FileHandler:
+    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(LOG_FILE)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return to_file
+
+
+@contextmanager
+def _log_file() -> Iterator[None]:
+    """Every Prefect and Sluicegate log line, tracebacks included, also goes to the log file meanwhile."""
+    to_file = _log_file_handler()
+    watched = [logging.getLogger("prefect"), logging.getLogger("sluice")]
+    for logger in watched:
+        logger.addHandler(to_file)
+    try:
+        yield
+    finally:
+        for logger in watched:
+            logger.removeHandler(to_file)
+        to_file.close()
+
+
+def explain(error: BaseException, debug: bool, label: str = "error") -> int:
+    """Show an explained failure as ``label: message`` (its traceback in the log file, and on the console with
+    --debug); the exit status it calls for (``ExplainedError.exit_code``: 1 failed, 2 not set up)."""
+    from sluice.core.errors import FAILED
+
+    # handed to the file alone: through the logger tree it would reach Prefect's console handler too
+    to_file = _log_file_handler()
+    to_file.handle(logging.LogRecord("sluice.cli", logging.ERROR, __file__, 0, "%s: %s", (label, error),
+                                     (type(error), error, error.__traceback__)))
+    to_file.close()
+    if debug:
+        import traceback
+
+        traceback.print_exception(error)
+    typer.echo(f"\n{label}: {error}" + ("" if debug else f"\n(details: {LOG_FILE}, or run again with --debug)"),
+               err=True)
+    return getattr(error, "exit_code", FAILED)
+
+
+def _require_prefect_server() -> None:
+    """A Prefect server that is named (PREFECT_API_URL, or the Prefect profile) but does not answer ends the
+    command here, in one message, rather than in Prefect's client (a traceback per retry)."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    from sluice.core.errors import ExplainedError
+
+    url = get_current_settings().api.url
+    if not url:
+        return  # ephemeral mode: the flow starts its own temporary server
+    try:
+        httpx.get(f"{str(url).rstrip('/')}/health", timeout=10)  # any answer will do: it is there
+    except httpx.TransportError as error:
+        raise ExplainedError(
+            f"Prefect at {url} is not reachable ({type(error).__name__}): is it running? `sluice up` starts a "
+            "local one; or unset PREFECT_API_URL to run the flow in Prefect's ephemeral mode") from error
+
+
 @contextmanager
 def explained_failures(debug: bool, labels: dict[type, str] | None = None) -> Iterator[None]:
     """Run a flow: an explained failure (``ExplainedError``) ends the command with ``label: message`` (``labels``
-    by error class, default "error") and exit status 1; every log line, tracebacks included, also goes to the
+    by error class, default "error") and its exit status; every log line, tracebacks included, also goes to the
     log file (and to the console with --debug)."""
     from prefect.logging.configuration import ensure_logging_setup
 
@@ -107,27 +190,17 @@ def explained_failures(debug: bool, labels: dict[type, str] | None = None) -> It
 
     ensure_logging_setup()  # Prefect's console handler must exist before it can be filtered
 
-    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(LOG_FILE)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    watched = [logging.getLogger("prefect"), logging.getLogger("sluice")]
     hide = _HideExplainedFailures()
     consoles = [] if debug else _console_handlers()
-    for logger in watched:
-        logger.addHandler(to_file)
     for handler in consoles:
         handler.addFilter(hide)
     try:
-        yield
+        with _log_file():
+            _require_prefect_server()
+            yield
     except ExplainedError as error:
         label = next((text for cls, text in (labels or {}).items() if isinstance(error, cls)), "error")
-        logging.getLogger("sluice.cli").error("%s: %s", label, error, exc_info=True)
-        typer.echo(f"\n{label}: {error}" + ("" if debug else f"\n(details: {LOG_FILE}, or run again with --debug)"),
-                   err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(explain(error, debug, label)) from None
     finally:
         for handler in consoles:
             handler.removeFilter(hide)
-        for logger in watched:
-            logger.removeHandler(to_file)
-        to_file.close()

@@ -3,11 +3,31 @@ whole command tree in the order ``sluice --help`` lists it."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
 
 from sluice.shell.cli import config_commands, data_commands, model_commands, service_commands, stack_commands
 
-app = typer.Typer(
+
+class _Sluice(typer.Typer):
+    """The app; an explained failure that escapes any command (the flow commands show theirs themselves) still
+    ends as its message alone, with its exit status, never as a traceback (that goes to the log)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from sluice.core.errors import ExplainedError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except ExplainedError as error:
+            from sluice.shell.cli.options import explain
+
+            arguments = kwargs.get("args") or (args[0] if args else sys.argv[1:])
+            sys.exit(explain(error, debug="--debug" in arguments))
+
+
+app = _Sluice(
     help="Sluicegate: data contracts on lakeFS branches, fine-tuning, gated promotion.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -11,7 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from sluice.shell.cli.options import ConfigFiles, EnvName, Overrides, resolve_config
+from sluice.shell.cli.options import (
+    LAKEFS_VARIABLES,
+    ConfigFiles,
+    Debug,
+    EnvName,
+    Overrides,
+    require_variables,
+    resolve_config,
+    use_running_stack,
+)
 
 
 def lakefs_serve(
@@ -109,14 +118,31 @@ def bridge_serve(
     serve(bridge, bind_host, bind_port)
 
 
-def bridge_reconcile(env: EnvName = None, config: ConfigFiles = None, overrides: Overrides = None) -> None:
-    """One reconciliation pass: emit events for commits on watched branches that no webhook delivered."""
-    resolved = resolve_config(env, config, overrides)
-    from sluice.core.lake.client import lakefs_client
-    from sluice.shell.event_bridge import bridge_from_environment
+def bridge_reconcile(env: EnvName = None, config: ConfigFiles = None,
+                     debug: Debug = False,  # read by the app, which shows an explained failure (root.py)
+                     overrides: Overrides = None) -> None:
+    """One reconciliation pass: emit events for commits on watched branches that no webhook delivered.
 
-    bridge = bridge_from_environment(resolved.bridge, resolved.lakefs.repository, resolved.lakefs.default_branch)
-    emitted = bridge.reconcile_once(lakefs_client())
+    Needs LAKECTL_* (the lakeFS to scan), SLUICE_BRIDGE_TOKEN and PREFECT_API_URL; a running `sluice up` stack
+    provides all but the token."""
+    resolved = resolve_config(env, config, overrides)
+    use_running_stack()
+    require_variables("bridge reconcile", (*LAKEFS_VARIABLES, "SLUICE_BRIDGE_TOKEN"),
+                      "set them to the lakeFS whose commits the bridge watches, and to the bridge's shared secret")
+    from sluice.core.lake.client import lakefs_call, lakefs_client
+    from sluice.shell.event_bridge import PrefectUnavailable, bridge_from_environment
+
+    try:
+        bridge = bridge_from_environment(resolved.bridge, resolved.lakefs.repository, resolved.lakefs.default_branch)
+    except (ValueError, PrefectUnavailable) as error:  # a variable is missing: not set up
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        with lakefs_call(f"scan the watched branches of {resolved.lakefs.repository}"):
+            emitted = bridge.reconcile_once(lakefs_client())
+    except PrefectUnavailable as error:  # Prefect is down or refused the events
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     for event in emitted:
         typer.echo(f"emitted {event.event} {event.branch}@{event.commit_id}")
     typer.echo(f"{len(emitted)} event(s) emitted")
@@ -126,15 +152,21 @@ def bridge_install_action(
     url: Annotated[str, typer.Option(help="The bridge's base URL as lakeFS reaches it.")] = "http://127.0.0.1:8765",
     env: EnvName = None,
     config: ConfigFiles = None,
+    debug: Debug = False,  # read by the app, which shows an explained failure (root.py)
     overrides: Overrides = None,
 ) -> None:
     """Commit deployments/lakefs-actions/sluice-bridge.yaml (with this URL) to _lakefs_actions/ on the default branch.
 
-    lakeFS sends the secret from its own LAKEFSACTION_SLUICE_BRIDGE_TOKEN variable."""
+    lakeFS sends the secret from its own LAKEFSACTION_SLUICE_BRIDGE_TOKEN variable. Needs LAKECTL_* (a running
+    `sluice up` stack provides them, and installs the action by itself)."""
     resolved = resolve_config(env, config, overrides)
-    from sluice.core.lake.client import lakefs_client
+    use_running_stack()
+    require_variables("bridge install-action", LAKEFS_VARIABLES,
+                      "set them to the lakeFS to install the action in")
+    from sluice.core.lake.client import lakefs_call, lakefs_client
     from sluice.shell.event_bridge import install_action
 
-    commit = install_action(lakefs_client(), resolved.lakefs.repository, url, resolved.lakefs.default_branch)
+    with lakefs_call(f"install the bridge's action in {resolved.lakefs.repository}"):
+        commit = install_action(lakefs_client(), resolved.lakefs.repository, url, resolved.lakefs.default_branch)
     typer.echo(f"installed in {resolved.lakefs.repository}: commit {commit}" if commit else
                "the action is already installed with this URL")

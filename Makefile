@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-fast benchmarks clean
+.PHONY: install demo test test-fast benchmarks mutation clean
 
 install: $(STAMP)
 
@@ -40,5 +40,19 @@ benchmarks: install
 	$(BIN)/python benchmarks/ingest_pipeline.py
 	$(BIN)/python benchmarks/train_throughput.py
 
+# Mutation testing of the decision code with mutmut (tools/mutation.py; results in QUALITY.md).
+# Slow (minutes to an hour per scope), so not part of `make test`. Every scope, or one or more:
+# `make mutation SCOPE=gate`, `make mutation SCOPE="gate ledger"`; MUTATION_JOBS=2 runs mutants in parallel.
+SCOPE ?=
+MUTATION_JOBS ?= 1
+MUTATION_STAMP := $(VENV)/.mutation-installed
+
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,mutation]"
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python tools/mutation.py --max-children $(MUTATION_JOBS) $(SCOPE)
+
 clean:
-	rm -rf $(VENV) .sluice .pytest_cache
+	rm -rf $(VENV) .sluice .pytest_cache .mutation mutants

@@ -58,3 +58,9 @@ def test_a_prefix_that_is_itself_a_path_and_deep_paths_fold_at_their_first_delim
     _write(store, "main", **{"d": "1", "d/x": "2", "q/r/s": "3", "/top": "4"})
     assert _listing(store, prefix="d") == (["d", "d/x"], False)
     assert _listing(store, delimiter="/") == (["/", "d", "d/", "q/"], False)  # "/top" folds at its first byte
+
+
+def test_after_equal_to_the_prefix_excludes_the_object_named_by_it(store: MetadataStore) -> None:
+    # a client paging through prefix "d" whose last page ended at the object "d" must not get it again
+    _write(store, "main", **{"d": "1", "d/x": "2"})
+    assert _listing(store, prefix="d", after="d") == (["d/x"], False)

@@ -49,3 +49,8 @@ def test_observed_values_become_plain_json() -> None:
     plain = _plain(observed)
     assert plain == {"count": 3, "share": 0.5, "values": [None, None, "x", 1], "nested": [{"v": None}]}
     assert type(plain["count"]) is int and type(plain["share"]) is float
+
+
+def test_a_numpy_nan_becomes_null_not_nan() -> None:
+    # a report with NaN in it is not valid JSON; numpy's NaN must become None like Python's
+    assert _plain({"mean": np.float64("nan"), "values": [np.float32("nan")]}) == {"mean": None, "values": [None]}

@@ -150,7 +150,7 @@ def _run_suite(gx: Any, context: Any, name: str, checks: list[Check], frame: pd.
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
-        return value.item()
+        return _plain(value.item())
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

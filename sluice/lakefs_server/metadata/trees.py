@@ -169,7 +169,7 @@ def list_page(
     """A page of objects under ``prefix``, after ``after`` (exclusive); with
     a delimiter, deeper paths fold into common prefixes (plain strings)."""
     upper = upper_bound(prefix)
-    lower, inclusive = (after, False) if after > prefix else (prefix, True)
+    lower, inclusive = (after, False) if after and after >= prefix else (prefix, True)
     if delimiter and after.startswith(prefix) and after.endswith(delimiter):
         lower, inclusive = after + MAX_CHAR, True  # resume past a whole common prefix
     results: list[ObjectEntry | str] = []

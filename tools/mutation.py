@@ -83,12 +83,14 @@ SCOPES: dict[str, Scope] = {
     ),
     "dedup": Scope(
         files=("sluice/core/data/cleaning/dedup.py", "sluice/core/data/cleaning/minhash.py"),
-        tests=("tests/unit/test_cleaning.py", "tests/unit/test_prepare_batch.py", "tests/unit/test_dedup_mutants.py"),
+        tests=("tests/unit/test_cleaning.py", "tests/unit/test_prepare_batch.py", "tests/unit/test_dedup_mutants.py",
+               "tests/unit/test_dedup_thresholds.py", "tests/unit/test_minhash_mutants.py"),
     ),
     "validation": Scope(
         files=("sluice/core/data/validation.py", "sluice/core/data/contracts.py"),
         tests=("tests/unit/test_validation.py", "tests/unit/test_contracts.py", "tests/unit/test_formats.py",
-               "tests/unit/test_yaml_files.py", "tests/unit/test_validation_mutants.py"),
+               "tests/unit/test_yaml_files.py", "tests/unit/test_validation_mutants.py",
+               "tests/unit/test_contract_mutants.py"),
         # validation.py: the verdict and how rule outcomes are read; not the Great Expectations
         # plumbing (context, suite runs, data docs), whose mutants each need a whole GX run
         functions=("sluice.core.data.contracts.*",

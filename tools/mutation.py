@@ -175,9 +175,11 @@ def table(rows: dict[str, dict[str, dict[str, str]]]) -> str:
     for scope_name, files in rows.items():
         for file, statuses in files.items():
             count = {status: sum(1 for s in statuses.values() if s == status)
-                     for status in ("killed", "survived", "timeout", "no tests", "not checked")}
+                     for status in ("killed", "survived", "timeout", "segfault", "no tests", "not checked")}
+            # a timeout or a crash is a detected mutant (the tests did not pass): both count as killed here;
+            # "no tests" counts as survived
+            count["killed"] += count.pop("segfault")
             checked = count["killed"] + count["survived"] + count["timeout"] + count["no tests"]
-            # a timeout is a detected mutant (the tests did not pass); "no tests" counts as survived
             score = 100.0 * (count["killed"] + count["timeout"]) / checked if checked else 0.0
             partial = " (partial)" if count["not checked"] else ""
             lines.append(f"| {scope_name} | `{file}` | {len(statuses)} | {count['killed']} | {count['survived']} | "

@@ -9,7 +9,15 @@ import pyarrow as pa
 import pytest
 import xxhash
 
-from sluice.core.data.cleaning.dedup import confirm_near_duplicates, jaccard, near_duplicates, shingles, stable_ids
+from sluice.core.data.cleaning.dedup import (
+    _hex_ids,
+    confirm_near_duplicates,
+    jaccard,
+    near_duplicates,
+    needs_large_offsets,
+    shingles,
+    stable_ids,
+)
 from sluice.core.data.cleaning.minhash import minhash_signatures
 
 TEXT = "alpha beta gamma delta"
@@ -206,6 +214,25 @@ def test_ids_are_a_string_column_with_nulls_exactly_where_the_rows_are_null() ->
     assert stable_ids([]).type == pa.string()
 
 
+def test_ids_need_64_bit_offsets_from_67_108_864_rows_on() -> None:
+    # the last offset, 32 * rows, must fit int32; checked by arithmetic, not by hashing 67M rows
+    assert not needs_large_offsets(2**26 - 1)
+    assert needs_large_offsets(2**26)
+    assert not needs_large_offsets(2**31 - 1, width=1)
+    assert needs_large_offsets(2**31, width=1)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_ids_laid_out_with_either_offset_width_read_back_the_same(large: bool) -> None:
+    rows = ["a", None, "b"]
+    digests = [xxhash.xxh3_128_hexdigest(r.encode()) if r is not None else "0" * 32 for r in rows]
+    validity = pa.py_buffer(np.packbits(np.array([True, False, True]), bitorder="little"))
+    ids = _hex_ids("".join(digests).encode("ascii"), 3, validity, 1, large=large)
+    assert ids.type == (pa.large_string() if large else pa.string())
+    assert ids.to_pylist() == [digests[0], None, digests[2]]
+    ids.validate(full=True)
+
+
 # --- the bound on pairs from one bucket -----------------------------------------------------
 
 
@@ -227,6 +254,20 @@ def test_a_bucket_of_32_rows_gives_all_its_pairs() -> None:
 def test_a_bucket_of_33_rows_pairs_each_row_with_its_first_4_only() -> None:
     # the documented bound on work: here L meets only fillers, and P's likeness is not seen
     assert near_duplicates(_bucket_of(31), 0.7).tolist() == [-1] * 64
+
+
+def test_copies_that_crowd_a_later_band_are_reduced_before_pairing() -> None:
+    """32 copies of A fill band 0's bucket exactly (no reduction needed there) and, with B and C,
+    band 1's past 32. B and C are near each other (53 of 64 positions) but share only band 1 with
+    anything; with the copies reduced to one, band 1's bucket is 3 rows and B meets C."""
+    a = np.arange(1000, 1064, dtype=np.uint32)
+    b = np.arange(50_000, 50_064, dtype=np.uint32)
+    b[5:10] = a[5:10]
+    c = b.copy()
+    for band in (0, *range(2, 12)):
+        c[band * 5] = 90_000 + band
+    result = near_duplicates(np.stack([*[a] * 32, b, c]), 0.7)
+    assert result.tolist() == [-1] + [0] * 31 + [-1, 32]
 
 
 # --- what near_duplicates accepts ---------------------------------------------------------

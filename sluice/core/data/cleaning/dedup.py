@@ -40,15 +40,23 @@ def stable_ids(canonical: ArrayLike | Sequence[str]) -> pa.Array:
     bounds = offsets.tolist()
     view = memoryview(data)
     digests = b"".join(map(xxhash.xxh3_128_digest, map(view.__getitem__, map(slice, bounds[:-1], bounds[1:]))))
-    text = digests.hex().encode("ascii")
-    large = 32 * n >= 2**31
-    out_offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int64 if large else np.int32)
     validity = None
     if arr.null_count:
-        valid = bool_mask(arr.is_valid())
-        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        validity = pa.py_buffer(np.packbits(bool_mask(arr.is_valid()), bitorder="little"))
+    return _hex_ids(digests.hex().encode("ascii"), n, validity, arr.null_count, large=needs_large_offsets(n))
+
+
+def needs_large_offsets(rows: int, width: int = 32) -> bool:
+    """Whether ``rows`` strings of ``width`` bytes need 64-bit offsets: Arrow's ``string`` holds
+    int32 offsets, so its last offset ``rows * width`` must stay below 2**31 (67,108,864 ids of 32)."""
+    return rows * width >= 2**31
+
+
+def _hex_ids(text: bytes, n: int, validity: pa.Buffer | None, null_count: int, *, large: bool) -> pa.Array:
+    """``n`` ids of 32 characters laid end to end in ``text``, as ``string`` or ``large_string``."""
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int64 if large else np.int32)
     cls = pa.LargeStringArray if large else pa.StringArray
-    return cls.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(text), validity, arr.null_count)
+    return cls.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text), validity, null_count)
 
 
 @functools.lru_cache(maxsize=128)
@@ -226,9 +234,12 @@ def _resolve(sig: np.ndarray, rows: np.ndarray | None, threshold: float, result:
         return later[ok] * n + earlier[ok], biggest
 
     first = band_pairs(0)
-    if first[1] > _ALL_PAIRS_UP_TO and collapse_copies:
+    if first[1] > _ALL_PAIRS_UP_TO and collapse_copies:  # seen in band 0: the other bands need not be paired
         return _with_copies_collapsed(sig, rows, threshold, result)
     found = [first, *parallel_map(band_pairs, range(1, bands), parallel=n >= 1 << 16)]  # independent bands
+    if collapse_copies and max(biggest for _, biggest in found) > _ALL_PAIRS_UP_TO:
+        # a later band is that large: copies reduced, its bucket may be small enough to pair in full
+        return _with_copies_collapsed(sig, rows, threshold, result)
     code = _sorted_unique(np.sort(np.concatenate([codes for codes, _ in found])))  # by later row, then earlier
     later, earlier = code // n, code % n
 

@@ -1,26 +1,27 @@
-"""The model and its generation loop: dynamic batching on one worker thread.
+"""The model and its generation loop: continuous (iteration-level) batching on one worker thread.
 
 Requests are queued, at most ``max_queued_requests`` of them (more: :class:`QueueFull`, which
-the server answers with HTTP 429). The worker takes the first, waits at most
-``batch_wait_ms`` for more (up to ``max_batch_size``), left-pads the prompts
-and decodes them together, one token per step, with the KV cache — its own
-loop around ``model(input_ids, attention_mask=…, position_ids=…,
-past_key_values=…)`` rather than ``model.generate``, so that every step's
-token reaches its request at once (streaming) and every row has its own
-``max_tokens``, temperature, top_p and stop strings. A row that finishes (end
-of turn, a stop string, its token budget, or its client gone) leaves the
-batch: its rows are dropped from the cache and the rest decode on. A client that
-goes away calls :meth:`Engine.cancel`: a waiting request leaves the queue, a
+the server answers with HTTP 429). With ``batching="continuous"`` (the default) a request joins the
+running batch at the next decode step, up to ``max_batch_size`` rows (an idle engine waits at most
+``batch_wait_ms`` for company first), and a finished one leaves at once (:class:`~sluice.serving.decoding.RunningBatch`): a short answer is not held behind a long
+one, and a new request does not wait for the batch to end. With ``batching="static"`` the worker
+takes the first request, waits at most ``batch_wait_ms`` for more and decodes that batch to its
+end before the next one starts (kept to compare against). Either way every step is the engine's
+own loop around ``model(input_ids, attention_mask=…, position_ids=…, past_key_values=…)`` rather
+than ``model.generate``, so that every token reaches its request at once (streaming) and every
+row has its own ``max_tokens``, ``min_tokens``, temperature, top_p, stop strings and adapter.
+A client that goes away calls :meth:`Engine.cancel`: a waiting request leaves the queue, a
 running one stops at the next step.
 
-A new model version is loaded by another thread (the watcher) while this one
-keeps generating, then handed over with :meth:`Engine.install`; the worker
-swaps it in between batches. A batch that already started finishes on the
-model it started with, so no request fails or mixes versions; every
-answer reports the version that generated it.
+A new model version is loaded by another thread (the watcher) while this one keeps generating,
+then handed over with :meth:`Engine.install`: the worker stops admitting requests, lets the
+running rows finish on the model they started with, and swaps (new requests wait in the queue
+meanwhile), so no request fails or mixes versions; every answer reports the version that made
+it. Work that must not race a forward pass (loading a LoRA adapter into the model) runs on the
+worker between steps through :meth:`Engine.call_on_worker`.
 
-Everything runs on one thread so the event loop stays free; torch uses its
-own intra-op threads for each step.
+Everything runs on one thread so the event loop stays free; torch uses its own intra-op threads
+for each step.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from sluice.serving.decoding import Row, RunningBatch
 
 # the model's home is sluice.serving.loaded_model; re-exported for the engine's callers
 from sluice.serving.loaded_model import LoadedModel as LoadedModel
@@ -68,8 +71,9 @@ class Finished:
     finish_reason: str  # stop | length | cancelled
     prompt_tokens: int
     completion_tokens: int  # generated tokens, end-of-turn included
-    batch_size: int
+    batch_size: int  # rows in the batch when it joined
     first_token_at: float  # time.perf_counter() when its first token was chosen
+    adapter: str | None = None  # the LoRA adapter that generated it (None: the base)
 
 
 @dataclass(frozen=True)
@@ -106,81 +110,10 @@ class GenerationRequest:
     prompt_ids: list[int] | None = None  # tokenized by the handler …
     encoded_by: str | None = None  # … for this version; re-tokenized if another one serves it
     ignore_eos: bool = False  # generate max_tokens whatever the model says (vLLM's extra parameter; load tests)
+    min_tokens: int = 0  # no end of turn before this many tokens (vLLM's extra parameter)
+    adapter: str | None = None  # decode with this LoRA adapter of the served PEFT model; None: the base
     arrived: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # set by Engine.cancel (the client went away); the row leaves at the next step
-
-
-class _Row:
-    """A request inside a running batch: its generated tokens and the text sent so far."""
-
-    def __init__(self, request: GenerationRequest, model: LoadedModel, batch_size: int):
-        self.request, self.model, self.batch_size = request, model, batch_size
-        self.ids: list[int] = []
-        self.generated = 0
-        self.sent = 0  # characters of the completion already emitted
-        self.text = ""
-        self.done = False
-        self.first_token_at = 0.0
-        # neither streamed nor cut at stop strings: the text is decoded once, at the end
-        self.lazy = not request.stream and not request.stop
-        self.generator = None
-        if request.temperature > 0 and request.seed is not None:
-            import torch
-
-            self.generator = torch.Generator(device=model.device).manual_seed(request.seed)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.request.prompt_ids or [])
-
-    def push(self, token: int) -> bool:
-        """Take one generated token; True when the row is finished (and its events were sent)."""
-        self.generated += 1
-        if self.generated == 1:
-            self.first_token_at = time.perf_counter()
-        if token in self.model.eos_ids and not self.request.ignore_eos:
-            return self._finish("stop")
-        self.ids.append(token)
-        if self.lazy:
-            if len(self.ids) >= self.request.max_tokens or \
-                    self.prompt_tokens + self.generated >= self.model.context_length:
-                return self._finish("length")
-            return False
-        text = self.model.decode(self.ids)
-        stops = [(text.find(s), s) for s in self.request.stop if s and s in text]
-        if stops:
-            cut = min(stops)[0]
-            self.text = text[:cut]
-            return self._finish("stop")
-        self.text = text
-        if len(self.ids) >= self.request.max_tokens or self.prompt_tokens + self.generated >= self.model.context_length:
-            return self._finish("length")
-        hold = 0
-        for stop in self.request.stop:  # the longest tail that could still become a stop string
-            for size in range(min(len(stop) - 1, len(text)), hold, -1):
-                if stop.startswith(text[-size:]):
-                    hold = size
-                    break
-        safe = len(text) - hold
-        while safe > self.sent and text[safe - 1] == "\ufffd":  # a character whose bytes are still coming
-            safe -= 1
-        if safe > self.sent:
-            self.request.emit(Delta(text[self.sent:safe]))
-            self.sent = safe
-        return False
-
-    def _finish(self, reason: str) -> bool:
-        if self.lazy:
-            self.text = self.model.decode(self.ids)
-        elif len(self.text) > self.sent:
-            self.request.emit(Delta(self.text[self.sent:]))
-            self.sent = len(self.text)
-        self.done = True
-        self.request.emit(Finished(version=self.model.version, text=self.text, token_ids=list(self.ids),
-                                   finish_reason=reason, prompt_tokens=self.prompt_tokens,
-                                   completion_tokens=self.generated, batch_size=self.batch_size,
-                                   first_token_at=self.first_token_at or time.perf_counter()))
-        return True
 
 
 # ------------------------------------------------------------------ the engine
@@ -188,20 +121,44 @@ class _Row:
 CANCELLED_QUEUED, CANCELLED_RUNNING = "queued", "running"  # where a request was when its client went away
 
 
+class _WorkerCall:
+    """A function waiting to run on the worker thread, and its outcome."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn, self.done = fn, threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as error:  # handed to the caller, which re-raises it
+            self.error = error
+        finally:
+            self.done.set()
+
+
 class Engine:
     """Holds the served model and runs every batch on one worker thread."""
 
-    def __init__(self, *, max_batch_size: int = 8, batch_wait_ms: float = 5.0,
+    def __init__(self, *, max_batch_size: int = 8, batch_wait_ms: float = 5.0, batching: str = "continuous",
                  on_batch: Callable[[int], None] | None = None, on_swap: Callable[[str], None] | None = None,
                  on_first_token: Callable[[float], None] | None = None,
+                 on_inter_token: Callable[[float], None] | None = None,
+                 on_running: Callable[[int], None] | None = None,
                  on_queue: Callable[[int], None] | None = None, max_queued_requests: int = 64,
                  on_cancel: Callable[[str], None] | None = None):
-        self.max_batch_size, self.batch_wait = max_batch_size, batch_wait_ms / 1000
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
+        self.max_batch_size, self.batch_wait, self.batching = max_batch_size, batch_wait_ms / 1000, batching
         self._on_batch, self._on_swap = on_batch, on_swap
-        self._on_first_token, self._on_queue, self._on_cancel = on_first_token, on_queue, on_cancel
+        self._on_first_token, self._on_inter_token, self._on_running = on_first_token, on_inter_token, on_running
+        self._on_queue, self._on_cancel = on_queue, on_cancel
         self._queue: WaitingRequests[GenerationRequest] = WaitingRequests(max_queued_requests)
         self._lock = threading.Lock()
         self._pending: list[tuple[LoadedModel, threading.Event]] = []
+        self._calls: list[_WorkerCall] = []
+        self._batch: RunningBatch | None = None
         self._model: LoadedModel | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -210,7 +167,7 @@ class Engine:
 
     @property
     def model(self) -> LoadedModel | None:
-        """The model serving now (the worker swaps it only between batches)."""
+        """The model serving now (the worker swaps it only when no row is running)."""
         return self._model
 
     @property
@@ -224,6 +181,12 @@ class Engine:
         return len(self._queue)
 
     @property
+    def running(self) -> int:
+        """Requests generating now."""
+        batch = self._batch
+        return len(batch) if batch else 0
+
+    @property
     def max_queued_requests(self) -> int:
         return self._queue.limit
 
@@ -234,12 +197,13 @@ class Engine:
         return self
 
     def stop(self, timeout: float = 30) -> None:
-        """Finish the running batch, fail what is still queued, and end the worker."""
+        """Finish the running rows, fail what is still queued, and end the worker."""
         self._stopped = True
         self._queue.close()
         if self._thread is not None:
             self._thread.join(timeout)
         self._fail_queued(EngineStopped("the server is shutting down"))
+        self._run_calls()  # nobody else will
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue the request; :class:`QueueFull` when ``max_queued_requests`` already wait."""
@@ -260,26 +224,64 @@ class Engine:
             self._report_queue()
 
     def install(self, model: LoadedModel, timeout: float | None = None) -> bool:
-        """Hand a loaded model to the worker; it serves from the next batch on. Waits until the
-        swap happened (the running batch, if any, finishes first); False if ``timeout`` passed."""
+        """Hand a loaded model to the worker; it serves once the running rows have finished (no new
+        row joins them meanwhile). Waits until the swap happened; False if ``timeout`` passed."""
         swapped = threading.Event()
         with self._lock:
             self._pending.append((model, swapped))
         self._queue.wake()
-        if self._thread is None or not self._thread.is_alive():
+        if not self._worker_alive():
             self._swap()  # no worker (not started, or stopped): swap here
         return swapped.wait(timeout)
 
+    def call_on_worker(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run ``fn()`` on the worker thread between two decode steps (at once when it is idle) and
+        return what it returns; its exception is raised here. For changes to the served model that
+        must not race a forward pass, such as loading or removing a LoRA adapter."""
+        call = _WorkerCall(fn)
+        with self._lock:
+            self._calls.append(call)
+        self._queue.wake()
+        if not self._worker_alive():
+            self._run_calls()
+        if not call.done.wait(timeout):
+            raise TimeoutError(f"the engine's worker did not run {getattr(fn, '__name__', fn)} within {timeout} s")
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def adapters_in_use(self) -> set[str]:
+        """The adapters of the rows generating now (read it on the worker: inside call_on_worker)."""
+        batch = self._batch
+        return batch.adapters_in_use() if batch else set()
+
     # -------------------------------------------------- the worker
+
+    def _worker_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _report_queue(self) -> None:
         if self._on_queue:
             self._on_queue(len(self._queue))
 
+    def _report_running(self) -> None:
+        if self._on_running:
+            self._on_running(self.running)
+
     def _cancelled(self, where: str) -> None:
         log.debug("request cancelled while %s: its client went away", where)
         if self._on_cancel:
             self._on_cancel(where)
+
+    def _run_calls(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for call in calls:
+            call.run()
+
+    def _swap_waiting(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
 
     def _swap(self) -> None:
         with self._lock:
@@ -328,6 +330,7 @@ class Engine:
     def _run(self) -> None:
         while True:
             item = self._queue.next()
+            self._run_calls()
             if item is STOP:
                 self._swap()
                 return
@@ -335,20 +338,80 @@ class Engine:
                 self._swap()
                 continue
             assert isinstance(item, GenerationRequest)
-            batch = self._collect(item)
+            first = self._collect(item)  # an idle engine waits batch_wait for company, in both modes
             self._swap()
             model = self._model
-            batch = self._without_cancelled(batch)
+            first = self._without_cancelled(first)
             if model is None:
-                for request in batch:
+                for request in first:
                     request.emit(Failed(RuntimeError("no model version is loaded yet")))
-            elif batch:
+            elif first:
                 try:
-                    self._generate(model, batch)
+                    self._decode(model, first)
                 except Exception as error:  # a failed batch fails its requests, never the worker
-                    log.exception("generation failed for a batch of %d", len(batch))
-                    for request in batch:
-                        request.emit(Failed(error))
+                    self._fail_batch(error, first)
+                finally:
+                    self._batch = None
+                    self._report_running()
+
+    def _fail_batch(self, error: Exception, first: list[GenerationRequest]) -> None:
+        batch = self._batch
+        requests = [row.request for row in batch.rows] if batch and batch.rows else first
+        log.exception("generation failed for a batch of %d", len(requests))
+        for request in requests:
+            request.emit(Failed(error))
+
+    def _decode(self, model: LoadedModel, first: list[GenerationRequest]) -> None:
+        """Decode until no row is left; in continuous mode new requests join at every step."""
+        batch = self._batch = RunningBatch(model, on_token=self._token_chosen,
+                                           on_cancelled=lambda: self._cancelled(CANCELLED_RUNNING))
+        joining = first
+        while True:
+            joining = self._prepare(model, joining)
+            if joining:
+                if self._on_batch:
+                    self._on_batch(len(batch) + len(joining))
+                self._admit(batch, joining)
+            self._report_running()
+            if not batch.rows:
+                return
+            batch.step()
+            self._run_calls()
+            joining = self._joining(batch)
+
+    def _admit(self, batch: RunningBatch, joining: list[GenerationRequest]) -> None:
+        """Prefill the joining requests into the batch; if that fails, they fail and the running rows go on."""
+        if not batch.rows:
+            batch.admit(joining)  # nothing runs yet: a failure is the whole batch's (see _fail_batch)
+            return
+        try:
+            batch.admit(joining)
+        except Exception as error:
+            log.exception("prefill failed for %d requests joining a batch of %d", len(joining), len(batch))
+            for request in joining:
+                request.emit(Failed(error))
+
+    def _joining(self, batch: RunningBatch) -> list[GenerationRequest]:
+        """Requests that join the running rows now: none in static mode, while a model waits to be
+        swapped in, or when the model's cache cannot take new rows."""
+        if self.batching != "continuous" or not batch.joinable or self._swap_waiting() or self._stopped:
+            return []
+        joining = []
+        while len(batch) + len(joining) < self.max_batch_size:
+            item = self._queue.take(0)
+            if item is None:
+                break
+            joining.append(item)
+        if joining:
+            self._report_queue()
+        return self._without_cancelled(joining)
+
+    def _token_chosen(self, row: Row) -> None:
+        if row.generated == 1:
+            if self._on_first_token:
+                self._on_first_token(row.first_token_at - row.request.arrived)
+        elif self._on_inter_token:
+            self._on_inter_token(row.token_gap)
 
     def _prepare(self, model: LoadedModel, batch: list[GenerationRequest]) -> list[GenerationRequest]:
         ready = []
@@ -367,81 +430,6 @@ class Engine:
                 continue
             ready.append(request)
         return ready
-
-    def _generate(self, model: LoadedModel, batch: list[GenerationRequest]) -> None:
-        import torch
-
-        batch = self._prepare(model, batch)
-        if not batch:
-            return
-        size = len(batch)
-        if self._on_batch:
-            self._on_batch(size)
-        rows = [_Row(request, model, size) for request in batch]
-        for row in rows:
-            row.request.emit(Started(version=model.version, batch_size=size, prompt_tokens=row.prompt_tokens))
-        width = max(row.prompt_tokens for row in rows)
-        ids = torch.full((size, width), model.pad_id, dtype=torch.long)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            prompt = row.request.prompt_ids or []
-            ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt):] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token
-        first_token = True
-        with torch.inference_mode():
-            out = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                              logits_to_keep=1)
-            cache, next_position = out.past_key_values, positions[:, -1:] + 1
-            active = list(range(size))
-            while True:
-                tokens = self._choose(out.logits[:, -1, :], [rows[i] for i in active])
-                if first_token and self._on_first_token:
-                    now = time.perf_counter()
-                    for i in active:
-                        self._on_first_token(now - rows[i].request.arrived)
-                first_token = False
-                keep = []
-                for j, i in enumerate(active):
-                    row = rows[i]
-                    if not row.push(int(tokens[j])) and not row.request.cancelled:
-                        keep.append(j)
-                    elif not row.done:  # its client went away
-                        row._finish("cancelled")
-                        self._cancelled(CANCELLED_RUNNING)
-                if not keep:
-                    return
-                if len(keep) < len(active):
-                    index = torch.tensor(keep, device=ids.device)
-                    cache.batch_select_indices(index)
-                    mask, next_position, tokens = mask[index], next_position[index], tokens[index]
-                    active = [active[j] for j in keep]
-                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
-                out = model.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
-                                  past_key_values=cache, use_cache=True)
-                cache, next_position = out.past_key_values, next_position + 1
-
-    @staticmethod
-    def _choose(logits: Any, rows: list[_Row]) -> Any:
-        """One token per row: argmax for temperature 0, else nucleus sampling at the row's temperature."""
-        import torch
-
-        chosen = logits.argmax(dim=-1)
-        for j, row in enumerate(rows):
-            request = row.request
-            if request.temperature <= 0:
-                continue
-            scaled = logits[j].float() / request.temperature
-            if request.top_p < 1.0:
-                ordered, order = torch.sort(scaled, descending=True)
-                cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-                drop = cumulative - torch.softmax(ordered, dim=-1) >= request.top_p  # keep the top token always
-                scaled = scaled.scatter(0, order[drop], float("-inf"))
-            probabilities = torch.softmax(scaled, dim=-1)
-            chosen[j] = torch.multinomial(probabilities, 1, generator=row.generator)[0]
-        return chosen
-
 
 # ------------------------------------------------------------------ a blocking helper (tests, scripts)
 

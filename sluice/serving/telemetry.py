@@ -36,6 +36,7 @@ from sluice.core.private_files import FILE_MODE, create_private, private_dir
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Telemetry:
@@ -56,10 +57,17 @@ class Telemetry:
         self.completion_tokens = Counter("sluice_serving_completion_tokens", "Tokens generated.", registry=r)
         self.batch_size = Histogram("sluice_serving_batch_size", "Requests generated together in one batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.time_to_first_token = Histogram("sluice_serving_time_to_first_token_seconds",
+        # vLLM's names and model_name label, so one dashboard reads either engine
+        self.time_to_first_token = Histogram("vllm:time_to_first_token_seconds",
                                              "From a request's arrival to its first generated token.",
-                                             buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_depth = Gauge("sluice_serving_queue_depth", "Requests waiting for a batch.", registry=r)
+                                             ["model_name"], buckets=LATENCY_BUCKETS, registry=r).labels(model_name)
+        self.inter_token_latency = Histogram("vllm:inter_token_latency_seconds",
+                                             "Between two tokens of one request.", ["model_name"],
+                                             buckets=INTER_TOKEN_BUCKETS, registry=r).labels(model_name)
+        self.queue_depth = Gauge("vllm:num_requests_waiting", "Requests waiting to join the running batch.",
+                                 ["model_name"], registry=r).labels(model_name)
+        self.running = Gauge("vllm:num_requests_running", "Requests generating now (rows of the running batch).",
+                             ["model_name"], registry=r).labels(model_name)
         self.queue_limit = Gauge("sluice_serving_queue_limit", "Most requests that may wait for a batch "
                                  "(serving.max_queued_requests); more are answered 429.", registry=r)
         self.rejected = Counter("sluice_serving_requests_rejected", "Requests refused before generation, by "
@@ -78,10 +86,13 @@ class Telemetry:
                              registry=r)
         self._served: str | None = None
 
-    def track_queue(self, depth: Callable[[], int], limit: int) -> None:
-        """Read the queue's depth at each scrape (always current, whichever thread changed it)."""
+    def track_queue(self, depth: Callable[[], int], limit: int, running: Callable[[], int] | None = None) -> None:
+        """Read the queue's depth (and the running rows) at each scrape: always current, whichever thread
+        changed them."""
         self.queue_depth.set_function(depth)
         self.queue_limit.set(limit)
+        if running is not None:
+            self.running.set_function(running)
 
     def request_cancelled(self, stage: str) -> None:
         self.cancelled.labels(stage).inc()

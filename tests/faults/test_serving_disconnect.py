@@ -73,13 +73,13 @@ def test_a_waiting_request_leaves_the_queue_when_its_client_disconnects(server: 
         running = pool.submit(post, url, LONG)  # holds the only batch slot …
         wait_for(lambda: count(url, BATCHES) > before[BATCHES], "the first request started generating")
         waiting = pool.submit(post, url, LONG)  # … and this one waits behind it, ahead of the client
-        wait_for(lambda: count(url, "sluice_serving_queue_depth") == 1, "the second request queued")
+        wait_for(lambda: count(url, "vllm:num_requests_waiting") == 1, "the second request queued")
         client = send_and_keep_open(url, {**LONG, "stream": stream})
-        wait_for(lambda: count(url, "sluice_serving_queue_depth") == 2, "the client's request queued")
+        wait_for(lambda: count(url, "vllm:num_requests_waiting") == 2, "the client's request queued")
         client.close()
         wait_for(lambda: count(url, cancelled) == before[cancelled] + 1, "the waiting request was cancelled")
         # it left the queue while the requests ahead of it were still there, not when its turn came
-        assert count(url, "sluice_serving_queue_depth") <= 1
+        assert count(url, "vllm:num_requests_waiting") <= 1
         assert not waiting.done(), "it left the queue only when its turn came, after the request ahead of it"
         assert running.result().status_code == 200 and waiting.result().status_code == 200
     assert count(url, BATCHES) - before[BATCHES] == 2, "the cancelled request must never be generated"

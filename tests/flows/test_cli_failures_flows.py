@@ -42,6 +42,11 @@ def test_rollback_with_no_previous_version(tmp_path):
 
     done = run_sluice(tmp_path, "rollback")
     assert_one_clean_message(done, 1, "error: no @previous version to roll back to")
+    debug = run_sluice(tmp_path, "rollback", "--debug")  # Prefect logs the traceback: it is not printed again
+    assert debug.returncode == 1 and debug.stderr.count("no @previous version to roll back to") >= 1
+    tracebacks = debug.stderr.count("Traceback (most recent call last)")
+    assert 1 <= tracebacks <= debug.stderr.count("Encountered exception") + 1, debug.stderr
+    assert debug.stderr.count("raise NoPreviousVersion") <= 1 or tracebacks == 1, debug.stderr
 
 
 @pytest.mark.parametrize(("rows", "message"), [

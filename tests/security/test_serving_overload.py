@@ -59,5 +59,5 @@ def test_a_full_queue_answers_429_with_retry_after_and_counts_it(server: Serving
     assert after[REJECTED] - before.get(REJECTED, 0) == len(rejected)
     status_429 = 'sluice_serving_requests_total{endpoint="/v1/completions",status="429"}'
     assert after[status_429] - before.get(status_429, 0) == len(rejected)
-    assert after["sluice_serving_queue_depth"] == 0
+    assert after["vllm:num_requests_waiting"] == 0
     assert post(url, SHORT).status_code == 200  # drained: served again

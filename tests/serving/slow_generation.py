@@ -14,9 +14,15 @@ SHORT = {"prompt": "The sluice", "max_tokens": 4, "temperature": 0}
 
 
 def metrics(url: str) -> dict[str, float]:
+    """Each sample by its full name (labels included), and each labelled metric's sum by its bare name."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    totals: dict[str, float] = {}
+    for key, value in samples.items():
+        if "{" in key:
+            totals[key.split("{", 1)[0]] = totals.get(key.split("{", 1)[0], 0.0) + value
+    return {**totals, **samples}
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

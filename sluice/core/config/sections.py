@@ -355,11 +355,33 @@ class ServingConfig(_Section):
     port: int = Field(8080, ge=0, le=65535, description="Port to bind (0: a free one).")
     alias: str = Field("champion", description="Registry alias that is served and watched.")
     watch_seconds: float = Field(5.0, gt=0, description="How often the alias is checked for a new version.")
+    extra_aliases: list[str] = Field(
+        default_factory=list,
+        description="More registry aliases served beside `alias` (e.g. challenger), each watched like it. A "
+        "request picks one with model `<model_name>@<alias>`, a version with `<model_name>/<version>`; a LoRA "
+        "version over the base already loaded is served as an adapter over that base.")
+    max_adapters: int = Field(8, ge=1, description="Most LoRA adapters loaded over the base at once (the "
+                              "aliases' versions and those loaded with POST /v1/load_lora_adapter).")
     backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers: built-in batched generation (CPU or GPU). vllm: reserved for a "
-        "vLLM engine, not implemented yet (the server refuses to start with it).")
-    max_batch_size: int = Field(8, ge=1, description="Most concurrent requests generated together in one batch.")
-    batch_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for others.")
+        "transformers", description="transformers: the built-in engine (CPU or GPU). vllm: `sluice serve` stays "
+        "the front door (auth, limits, request log, feedback, /metrics) and proxies to `vllm serve` replicas "
+        "that follow the aliases (the `vllm` extra; GPU machines).")
+    vllm_replicas: int = Field(1, ge=1, description="backend vllm: how many engine processes to start.")
+    vllm_command: list[str] = Field(
+        default_factory=lambda: ["vllm", "serve"],
+        description="backend vllm: the engine's command; the model folder, --port and --enable-lora follow it. "
+        "Any server speaking vLLM's OpenAI and LoRA endpoints fits (the tests use the built-in engine).")
+    vllm_args: list[str] = Field(default_factory=list,
+                                 description="backend vllm: more arguments for each engine process.")
+    vllm_start_timeout_s: float = Field(600.0, gt=0, description="backend vllm: how long an engine may take "
+                                        "to become healthy before it counts as failed.")
+    batching: Literal["continuous", "static"] = Field(
+        "continuous", description="continuous: a request joins the running batch at the next decode step and "
+        "a finished one leaves it. static: a batch is formed, then decoded to its end before the next starts "
+        "(kept for comparison in benchmarks).")
+    max_batch_size: int = Field(8, ge=1, description="Most requests generated together at one decode step.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long a request that finds nothing generating "
+                                 "waits for others to start with it (static: the first request of every batch).")
     max_queued_requests: int = Field(
         64, ge=1, description="Most requests waiting for a batch (besides the up to max_batch_size generating); "
         "more: HTTP 429 with Retry-After, counted in sluice_serving_requests_rejected_total{reason=\"queue_full\"}. "

@@ -111,6 +111,25 @@ class _HideExplainedFailures(logging.Filter):
         return not ("encountered an exception" in message and any(f"{name}" in message for name in self.names))
 
 
+class _NoticeTracebacks(logging.Filter):
+    """With --debug: notes which exceptions' tracebacks Prefect already printed to the console (a failed
+    task or flow logs its own), so the command does not print the same one again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.shown.append(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+        elif "Traceback (most recent call last)" in (message := record.getMessage()):
+            self.shown.append(message)
+        return True
+
+    def printed(self, error: BaseException) -> bool:
+        return any(f"{type(error).__name__}: {error}" in text for text in self.shown)
+
+
 def _console_handlers() -> list[logging.Handler]:
     """The handlers that write to a terminal: Prefect puts its console handler on the root logger."""
     names = [name for name in list(logging.Logger.manager.loggerDict) if name.startswith(("prefect", "sluice"))]
@@ -141,9 +160,10 @@ def _log_file() -> Iterator[None]:
         to_file.close()
 
 
-def explain(error: BaseException, debug: bool, label: str = "error") -> int:
+def explain(error: BaseException, debug: bool, label: str = "error", traceback_shown: bool = False) -> int:
     """Show an explained failure as ``label: message`` (its traceback in the log file, and on the console with
-    --debug); the exit status it calls for (``ExplainedError.exit_code``: 1 failed, 2 not set up)."""
+    --debug unless it was ``traceback_shown`` already); the exit status it calls for
+    (``ExplainedError.exit_code``: 1 failed, 2 not set up)."""
     from sluice.core.errors import FAILED
 
     # handed to the file alone: through the logger tree it would reach Prefect's console handler too
@@ -151,7 +171,7 @@ def explain(error: BaseException, debug: bool, label: str = "error") -> int:
     to_file.handle(logging.LogRecord("sluice.cli", logging.ERROR, __file__, 0, "%s: %s", (label, error),
                                      (type(error), error, error.__traceback__)))
     to_file.close()
-    if debug:
+    if debug and not traceback_shown:
         import traceback
 
         traceback.print_exception(error)
@@ -190,17 +210,18 @@ def explained_failures(debug: bool, labels: dict[type, str] | None = None) -> It
 
     ensure_logging_setup()  # Prefect's console handler must exist before it can be filtered
 
-    hide = _HideExplainedFailures()
-    consoles = [] if debug else _console_handlers()
+    seen = _NoticeTracebacks()
+    console_filter: logging.Filter = seen if debug else _HideExplainedFailures()
+    consoles = _console_handlers()
     for handler in consoles:
-        handler.addFilter(hide)
+        handler.addFilter(console_filter)
     try:
         with _log_file():
             _require_prefect_server()
             yield
     except ExplainedError as error:
         label = next((text for cls, text in (labels or {}).items() if isinstance(error, cls)), "error")
-        raise typer.Exit(explain(error, debug, label)) from None
+        raise typer.Exit(explain(error, debug, label, traceback_shown=seen.printed(error))) from None
     finally:
         for handler in consoles:
-            handler.removeFilter(hide)
+            handler.removeFilter(console_filter)

@@ -12,8 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from sluice.core import lineage
 from sluice.core.config import EvaluationConfig
 from sluice.core.evaluation.results import EvaluatedModel
+from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, ensure_experiment, mlflow_client
 
 SCORES_ARTIFACT = "eval/scores.json"
@@ -21,6 +23,16 @@ SCORES_ARTIFACT = "eval/scores.json"
 
 def _json_number(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _evaluated_logged_model_id(target: TrackingTarget, tags: dict[str, str]) -> str | None:
+    """The logged model of the training run that made the evaluated model (a candidate, or a champion whose
+    identity is its run); None for a base model or a model trained before there were logged models."""
+    identity = tags.get(lineage.MODEL_IDENTITY, "")
+    training_run = tags.get(lineage.TRAINING_RUN) or (identity.removeprefix("run:") if identity.startswith("run:")
+                                                      else None)
+    logged = find_logged_model(target, training_run) if training_run else None
+    return str(logged.model_id) if logged is not None else None
 
 
 def record_evaluation(target: TrackingTarget, tags: dict[str, str], rows: list[dict[str, Any]], answers: list[str],
@@ -33,7 +45,13 @@ def record_evaluation(target: TrackingTarget, tags: dict[str, str], rows: list[d
     run = client.create_run(ensure_experiment(target), tags=tags)
     stamp = int(time.time() * 1000)
     finite = {k: v for k, v in numbers.items() if isinstance(v, int | float) and math.isfinite(v)}
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in finite.items()],
+    # on the evaluated model's logged model too (when it has one): the MLflow UI's "Logged models" shows them,
+    # by eval dataset (the repository's eval set at the data commit)
+    model_id = _evaluated_logged_model_id(target, tags)
+    dataset = {"dataset_name": f"{tags.get(lineage.REPOSITORY, 'eval')}-eval",
+               "dataset_digest": data_commit[:12]} if model_id else {}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), stamp, 0, model_id=model_id, **dataset)
+                                               for k, v in finite.items()],
                      params=[Param("eval.samples", str(len(rows))), Param("eval.data_commit", data_commit)]
                      + [Param(f"evaluation.{k}", str(v)[:6000]) for k, v in settings.model_dump(mode="json").items()])
     table = {"id": [r["id"] for r in rows], "question": [r["question"] for r in rows], "prediction": answers,

@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, mlflow_client
 
 CHAMPION, PREVIOUS = "champion", "previous"
 COMPLETE = ".sluice-complete"  # written last in a downloaded version: a folder without it is an interrupted download
+
+
+class AdapterFiles(BaseModel):
+    """A LoRA version's adapter, downloaded, and the base it was trained over."""
+
+    version: str
+    path: Path  # a PEFT adapter folder (adapter_config.json, adapter weights, tokenizer)
+    base_model: str  # training.base_model as given: a folder, a Hub id or models:/name@alias
+    base_fingerprint: str  # the base's files (sluice.core.models.base_model.base_model_fingerprint)
 
 
 class ModelVersionRef(BaseModel):
@@ -27,6 +40,23 @@ class ModelVersionRef(BaseModel):
     run_id: str | None
     source: str
     created: bool  # False: the version existed already (a rerun), nothing was registered
+
+
+_STORE_URI_LOCK = threading.Lock()
+
+
+@contextmanager
+def _registry_store_sees(target: TrackingTarget) -> Iterator[None]:
+    """For one registry call, MLflow's process-wide tracking URI on the embedded store, under a lock.
+    Only there: with MLFLOW_TRACKING_URI set (a server, or a store named by it) MLflow already resolves
+    to it, and setting the global URI would rewrite that variable."""
+    if not target.embedded:
+        yield
+        return
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _STORE_URI_LOCK, _use_tracking_uri(target.tracking_uri):
+        yield
 
 
 def _missing(error: Exception) -> bool:
@@ -64,8 +94,9 @@ class ModelRegistry:
             self.client.set_registered_model_alias(self.model_name, alias, version)
 
     def register(self, training_run_id: str, tags: dict[str, str], description: str = "") -> ModelVersionRef:
-        """Register the training run's merged model, once: a rerun finds the
-        version it registered before instead of adding a duplicate."""
+        """Register the training run's model, once: a rerun finds the version it registered before instead of
+        adding a duplicate. The version's source is the run's logged model (``models:/m-…``); a run logged
+        before there were logged models registers its ``model`` artifact folder, as it always did."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -79,9 +110,20 @@ class ModelRegistry:
             version = max(existing, key=lambda v: int(v.version))
             return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,
                                    source=version.source, created=False)
-        source = f"{self.client.get_run(training_run_id).info.artifact_uri.rstrip('/')}/model"
-        version = self.client.create_model_version(self.model_name, source=source, run_id=training_run_id,
-                                                   tags={k: v for k, v in tags.items() if v}, description=description)
+        logged = find_logged_model(self.target, training_run_id)
+        version_tags = {k: v for k, v in tags.items() if v}
+        if logged is None:
+            source = f"{self.client.get_run(training_run_id).info.artifact_uri.rstrip('/')}/model"
+            version = self.client.create_model_version(self.model_name, source=source, run_id=training_run_id,
+                                                       tags=version_tags, description=description)
+        else:
+            source = f"models:/{logged.model_id}"
+            # a sqlite/file registry store looks the logged model up through the process-wide tracking URI
+            # (an MLflow TODO): point it at this store for the call; a server resolves it on its side
+            with _registry_store_sees(self.target):
+                version = self.client.create_model_version(self.model_name, source=source, run_id=training_run_id,
+                                                           tags=version_tags, description=description,
+                                                           model_id=logged.model_id)
         return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,
                                source=source, created=True)
 
@@ -94,6 +136,16 @@ class ModelRegistry:
         registered = self.client.get_model_version(self.model_name, version)
         return f"run:{registered.run_id}" if registered.run_id else f"version:{self.model_name}/{version}"
 
+    def hf_folder_uri(self, version: str) -> str:
+        """Where a version's plain Hugging Face folder (merged weights + tokenizer) is: the training run's
+        ``model`` artifacts for a version registered from a logged model (the logged model holds the MLflow
+        flavour, possibly only an adapter), else the version's own source (versions registered before)."""
+        registered = self.client.get_model_version(self.model_name, version)
+        if registered.source.startswith("models:/") and registered.run_id:
+            return f"{self.client.get_run(registered.run_id).info.artifact_uri.rstrip('/')}/model"
+        # the client's own registry: a models:/ URI would go to the process-wide registry URI
+        return str(self.client.get_model_version_download_uri(self.model_name, version))
+
     def download(self, version: str, models_dir: Path) -> Path:
         """The version's files in ``models_dir/<version>``, downloaded once; an interrupted download
         starts again. Raises ValueError when they are not a Hugging Face model folder."""
@@ -103,8 +155,7 @@ class ModelRegistry:
         import mlflow
 
         models_dir.mkdir(parents=True, exist_ok=True)
-        # the client's own registry: a models:/ URI would go to the process-wide registry URI
-        source = self.client.get_model_version_download_uri(self.model_name, version)
+        source = self.hf_folder_uri(version)
         staging = models_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
@@ -120,3 +171,35 @@ class ModelRegistry:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    def download_adapter(self, version: str, models_dir: Path) -> AdapterFiles | None:
+        """A LoRA version's adapter in ``models_dir/<version>-adapter`` (downloaded once) with the base it
+        was trained over; None for a full fine-tune (or a version registered without its adapter)."""
+        import mlflow
+
+        registered = self.client.get_model_version(self.model_name, version)
+        if not registered.run_id:
+            return None
+        params = self.client.get_run(registered.run_id).data.params
+        if params.get("training.finetune", "lora") == "full" or "base_model.fingerprint" not in params:
+            return None
+        names = {a.path for a in self.client.list_artifacts(registered.run_id)}
+        if "adapter" not in names:
+            return None
+        target = models_dir / f"{version}-adapter"
+        if not (target / COMPLETE).is_file():
+            models_dir.mkdir(parents=True, exist_ok=True)
+            staging = models_dir / f".{version}-adapter.partial-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(run_id=registered.run_id, artifact_path="adapter",
+                                                                 dst_path=str(staging),
+                                                                 tracking_uri=self.target.tracking_uri))
+                if not (local / "adapter_config.json").is_file():
+                    raise ValueError(f"{self.model_name} version {version}: its adapter has no adapter_config.json")
+                (local / COMPLETE).write_text(f"{self.model_name} {version} adapter\n")
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(local, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return AdapterFiles(version=version, path=target, base_model=params["base_model"],
+                            base_fingerprint=params["base_model.fingerprint"])

@@ -12,6 +12,7 @@ from sluice.core.config import TrainingConfig
 from sluice.core.lake.published import PublishedData
 from sluice.core.lineage import FlowRun
 from sluice.core.models.base_model import MODEL_CARD, ResolvedBaseModel
+from sluice.core.registry.logged_model import log_candidate_model
 from sluice.core.registry.tracking import TrackingTarget, config_hash, flatten, mlflow_client
 from sluice.core.training.results import TrainingResult
 
@@ -53,11 +54,15 @@ def open_training_run(target: TrackingTarget, experiment_id: str, key: str, trai
 
 def record_training_artifacts(target: TrackingTarget, run_id: str, run_dir: Path, result: dict[str, Any],
                               training: TrainingConfig, data: PublishedData) -> None:
-    """The adapter, the merged model, the settings, the data manifest, the log and the final metrics."""
+    """The adapter, the merged model, the settings, the data manifest, the log and the final metrics; and the
+    candidate as an MLflow logged model (the adapter over its base, or the merged weights), which the
+    registry registers. The plain folders stay as run artifacts: the built-in server loads those."""
     client = mlflow_client(target.tracking_uri)
     client.log_artifacts(run_id, result["merged_dir"], artifact_path="model")
     if result.get("adapter_dir"):
         client.log_artifacts(run_id, result["adapter_dir"], artifact_path="adapter")
+    log_candidate_model(target, run_id, Path(result["merged_dir"]),
+                        Path(result["adapter_dir"]) if result.get("adapter_dir") else None)
     client.log_text(run_id, training.model_dump_json(indent=2), "config/training.json")
     client.log_text(run_id, data.model_dump_json(indent=2), "data/manifest.json")
     client.log_artifact(run_id, str(run_dir / "training.log"), artifact_path="logs")

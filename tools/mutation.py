@@ -59,7 +59,7 @@ SCOPES: dict[str, Scope] = {
         files=("sluice/serving/server.py", "sluice/serving/routes.py"),
         tests=("tests/serving/test_auth_mutants.py",),
         # routes.py: only the key check; the routes themselves are not decision code
-        functions=("sluice.serving.server.*", "sluice.serving.routes.x__authorize__mutmut_*"),
+        functions=("sluice.serving.server.*", "sluice.serving.routes.x_authorize__mutmut_*"),
     ),
     "lakefs-merge": Scope(
         files=("sluice/lakefs_server/metadata/merging.py", "sluice/lakefs_server/metadata/trees.py",

@@ -9,7 +9,11 @@ that follows the alias (``sluice serve``).
 - :mod:`sluice.serving.server` — the listening socket, API keys, ``run()``;
 - :mod:`sluice.serving.engine` — dynamic batching; :mod:`sluice.serving.waiting` — its bounded
   queue; :mod:`sluice.serving.loaded_model` — the model it serves;
-- :mod:`sluice.serving.model_source` — alias lookup, download, the watcher;
+- :mod:`sluice.serving.model_source` — the aliases' lookup, download, the watcher;
+  :mod:`sluice.serving.adapters` — the names a request may pick and the LoRA adapters over the
+  base; :mod:`sluice.serving.adapter_routes` — vLLM's load/unload endpoints and model list;
+- :mod:`sluice.serving.engine_server` — the same app over one local folder, shaped like
+  ``vllm serve`` (the vLLM backend's stand-in in tests);
 - :mod:`sluice.serving.feedback` — feedback store and preference pairs;
 - :mod:`sluice.serving.telemetry` — Prometheus metrics and the request log.
 
@@ -118,7 +122,7 @@ class ServingHandle:
         """Wait until a model (``version``, if given) is served; the version."""
         deadline = time.monotonic() + timeout
         while True:
-            served = self.state.engine.version
+            served = self.state.watcher.served_version()
             if served is not None and (version is None or served == version):
                 return served
             if time.monotonic() > deadline:

@@ -72,6 +72,7 @@ class GenerationBody(_Body):
     seed: int | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extra parameter: generate max_tokens even past end-of-turn (load tests)
+    min_tokens: int = Field(0, ge=0)  # vLLM's extra parameter: no end of turn before this many tokens
 
 
 class ChatRequest(GenerationBody):
@@ -96,7 +97,7 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal", "json"}
 
 
-def _validation_error(error: ValidationError) -> ApiError:
+def validation_error(error: ValidationError) -> ApiError:
     first = error.errors()[0]
     # pydantic's location mixes field names with union-member tags ("str", "list[...]"): keep the fields
     parts = [str(p) for p in first["loc"] if isinstance(p, int) or (
@@ -111,14 +112,14 @@ def _validation_error(error: ValidationError) -> ApiError:
 async def read_body(request: Any, model: type[BodyT], limit: int) -> BodyT:
     """The request's JSON body as ``model``; 413 past ``limit`` bytes, 400 naming the first invalid
     parameter."""
-    data = await _read_json(request, limit)
+    data = await read_json(request, limit)
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise _validation_error(error) from None
+        raise validation_error(error) from None
 
 
-async def _read_json(request: Any, limit: int) -> dict[str, Any]:
+async def read_json(request: Any, limit: int) -> dict[str, Any]:
     """The JSON object in the body; 413 past ``limit`` bytes (declared or actually sent)."""
     declared = request.headers.get("content-length")
     too_large = ApiError(413, f"request body is larger than {limit} bytes (serving.max_body_bytes)",

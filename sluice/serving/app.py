@@ -16,6 +16,10 @@ when ``SLUICE_SERVING_API_KEYS`` is set; ``/health`` and ``/metrics`` are open):
   "comment"?}``, see :mod:`sluice.serving.feedback`.
 - ``POST /admin/reload`` — check the alias now; answers once the version it
   names is served.
+- ``POST /v1/load_lora_adapter`` / ``POST /v1/unload_lora_adapter`` — vLLM's,
+  see :mod:`sluice.serving.adapter_routes`. A request's ``model`` picks
+  ``<name>``, ``<name>@<alias>`` (``serving.alias`` and ``extra_aliases``),
+  ``<name>/<version>`` or a loaded adapter (:mod:`sluice.serving.adapters`).
 
 Every answer carries ``X-Sluice-Model-Version``: the version that generated
 it (a swap never splits a request). Errors are OpenAI-shaped:
@@ -53,12 +57,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.core.config import SluiceConfig
 from sluice.core.private_files import private_dir
+from sluice.serving.adapter_routes import adapter_routes
+from sluice.serving.adapters import ServedModels
 from sluice.serving.api import ApiError
 from sluice.serving.engine import Engine
 from sluice.serving.feedback import FeedbackStore
 from sluice.serving.model_source import AliasWatcher
 from sluice.serving.routes import ENDPOINTS, open_routes, protected_routes
-from sluice.serving.server import ServingError, api_keys_for, bind, url_of
+from sluice.serving.server import api_keys_for, bind, url_of
 from sluice.serving.state import ServingState
 from sluice.serving.telemetry import RequestLog, Telemetry
 
@@ -73,29 +79,37 @@ def create_app(config: SluiceConfig, *, host: str | None = None, api_keys: list[
     start with the app's lifespan (uvicorn runs it), so the server answers at once and serves
     the first version as soon as it is loaded.
     """
-    _check_backend(config.serving.backend)
+    if config.serving.backend == "vllm":  # the same front door, generation forwarded to vLLM replicas
+        from sluice.serving.vllm.app import create_vllm_app
+
+        return create_vllm_app(config, host=host, api_keys=api_keys)
     # OpenMP's idle threads spin for a while after each op by default; on a few cores that takes the
     # CPU from the event loop between decode steps (measured on 2 cores: 1.5 s instead of 0.14 s per
     # request). Passive waiting must be chosen before torch loads OpenMP; a caller's setting wins.
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    state = _build_state(config, api_keys_for(host or config.serving.host, api_keys))
+    return assemble_app(_build_state(config, api_keys_for(host or config.serving.host, api_keys)))
+
+
+def assemble_app(state: ServingState) -> FastAPI:
+    """The app around a server's state: lifespan, OpenAI-shaped errors, the routes, metrics (shared by
+    ``sluice serve`` and the engine server, :mod:`sluice.serving.engine_server`)."""
     app = FastAPI(title="Sluicegate serving", version="1", lifespan=_lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.serving = state
+    app.include_router(open_routes)
+    app.include_router(protected_routes)
+    app.include_router(adapter_routes)
+    return with_errors_and_metrics(app, state.telemetry)
+
+
+def with_errors_and_metrics(app: FastAPI, telemetry: Telemetry) -> FastAPI:
+    """OpenAI-shaped errors and the request metrics on ``app`` (every front door: built-in and vLLM)."""
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
-    app.include_router(open_routes)
-    app.include_router(protected_routes)
-    app.add_middleware(_MetricsMiddleware, telemetry=state.telemetry)
+    app.add_middleware(_MetricsMiddleware, telemetry=telemetry)
     return app
-
-
-def _check_backend(backend: str) -> None:
-    if backend == "vllm":  # accepted by the config so that GPU configs can name it; there is no engine (nor extra)
-        raise ServingError("serving.backend 'vllm' is not implemented yet: this version of Sluicegate serves only "
-                           "with its built-in engine; set serving.backend=transformers")
 
 
 def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
@@ -108,17 +122,28 @@ def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
     state_dir = private_dir(Path(serving.state_dir).resolve(), tighten_existing=True)  # prompts, answers
     name = config.registry.model_name
     telemetry = Telemetry(name, serving.alias)
-    engine = Engine(max_batch_size=serving.max_batch_size, batch_wait_ms=serving.batch_wait_ms,
-                    max_queued_requests=serving.max_queued_requests, on_batch=telemetry.batch_size.observe,
-                    on_swap=telemetry.model_swapped, on_first_token=telemetry.time_to_first_token.observe,
-                    on_cancel=telemetry.request_cancelled)
-    telemetry.track_queue(lambda: engine.queued, engine.max_queued_requests)
-    watcher = AliasWatcher(engine=engine, registry=ModelRegistry(tracking_target(config.tracking), name),
-                           alias=serving.alias, models_dir=state_dir / "models", interval=serving.watch_seconds)
-    return ServingState(config=config, engine=engine, watcher=watcher, telemetry=telemetry,
+    engine = new_engine(config, telemetry)
+    served = ServedModels(engine, serving.max_adapters)
+    watcher = AliasWatcher(engine=engine, served=served, registry=ModelRegistry(tracking_target(config.tracking), name),
+                           alias=serving.alias, extra_aliases=serving.extra_aliases, models_dir=state_dir / "models",
+                           interval=serving.watch_seconds, on_served=telemetry.alias_served)
+    telemetry.adapters.set_function(served.loaded_count)
+    return ServingState(config=config, engine=engine, watcher=watcher, served=served, telemetry=telemetry,
                         feedback=FeedbackStore(state_dir / "feedback.db"),
                         request_log=RequestLog(state_dir / "requests.jsonl", config.data.cleaning.pii_patterns),
                         api_keys=api_keys)
+
+
+def new_engine(config: SluiceConfig, telemetry: Telemetry) -> Engine:
+    """The engine as ``serving`` configures it, reporting to ``telemetry``."""
+    serving = config.serving
+    engine = Engine(max_batch_size=serving.max_batch_size, batch_wait_ms=serving.batch_wait_ms,
+                    batching=serving.batching, max_queued_requests=serving.max_queued_requests,
+                    on_batch=telemetry.batch_size.observe, on_swap=telemetry.model_swapped,
+                    on_first_token=telemetry.time_to_first_token.observe,
+                    on_inter_token=telemetry.inter_token_latency.observe, on_cancel=telemetry.request_cancelled)
+    telemetry.track_queue(lambda: engine.queued, engine.max_queued_requests, lambda: engine.running)
+    return engine
 
 
 @asynccontextmanager

@@ -3,8 +3,9 @@
 Requests are queued, at most ``max_queued_requests`` of them (more: :class:`QueueFull`, which
 the server answers with HTTP 429). With ``batching="continuous"`` (the default) a request joins the
 running batch at the next decode step, up to ``max_batch_size`` rows (an idle engine waits at most
-``batch_wait_ms`` for company first), and a finished one leaves at once (:class:`~sluice.serving.decoding.RunningBatch`): a short answer is not held behind a long
-one, and a new request does not wait for the batch to end. With ``batching="static"`` the worker
+``batch_wait_ms`` for company first), and a finished one leaves at once
+(:class:`~sluice.serving.decoding.RunningBatch`): a short answer is not held behind a long one,
+and a new request does not wait for the batch to end. With ``batching="static"`` the worker
 takes the first request, waits at most ``batch_wait_ms`` for more and decodes that batch to its
 end before the next one starts (kept to compare against). Either way every step is the engine's
 own loop around ``model(input_ids, attention_mask=…, position_ids=…, past_key_values=…)`` rather
@@ -238,6 +239,8 @@ class Engine:
         """Run ``fn()`` on the worker thread between two decode steps (at once when it is idle) and
         return what it returns; its exception is raised here. For changes to the served model that
         must not race a forward pass, such as loading or removing a LoRA adapter."""
+        if threading.current_thread() is self._thread:  # already between steps: waiting here would deadlock
+            return fn()
         call = _WorkerCall(fn)
         with self._lock:
             self._calls.append(call)
@@ -425,6 +428,10 @@ class Engine:
                         f"exceeds model version {model.version}'s context of {model.context_length} tokens")
                 if not request.prompt_ids:
                     raise PromptTooLong("the prompt is empty after tokenization")
+                if request.adapter and request.adapter not in getattr(model.model, "peft_config", {}):
+                    # queued for an adapter of a base that was swapped out meanwhile: this request only fails
+                    raise LookupError(f"LoRA adapter {request.adapter!r} is not loaded on model version "
+                                      f"{model.version}")
             except Exception as error:
                 request.emit(Failed(error))
                 continue

@@ -24,6 +24,8 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from sluice.core.config import ServingConfig
+from sluice.serving.adapters import Lease, Target
 from sluice.serving.api import ApiError, GenerationBody, version_headers
 from sluice.serving.engine import (
     Delta,
@@ -58,20 +60,17 @@ Received = Event | _ClientGone
 def _served_model(state: ServingState) -> LoadedModel:
     """The model served now; 503 (retry after the alias's next check) while there is none."""
     model = state.engine.model
-    if model is None:
+    if model is None or state.watcher.served_version() is None:
         raise ApiError(503, state.not_ready(), type="server_error", code="model_not_ready",
                        headers={"Retry-After": str(max(1, int(state.config.serving.watch_seconds)))})
     return model
 
 
-def _check_limits(state: ServingState, body: GenerationBody, max_tokens: int | None,
-                  param: str) -> tuple[int, list[str]]:
+def check_limits(serving: ServingConfig, body: GenerationBody, max_tokens: int | None,
+                 param: str) -> tuple[int, list[str]]:
     """The request's max_tokens (the configured default if it names none) and its stop sequences,
-    once the fields both endpoints share are within what this server serves and allows."""
-    serving, name = state.config.serving, state.model_name
-    if body.model and body.model not in (name, f"{name}@{serving.alias}", state.uri):
-        raise ApiError(404, f"model {body.model!r} is not served here; this server serves {name!r} "
-                            f"({state.uri})", param="model", code="model_not_found")
+    once the fields both endpoints share are within what this server serves and allows (every front
+    door: the built-in engine's and the vLLM backend's)."""
     if body.n not in (None, 1):
         raise ApiError(400, f"n={body.n} is not supported: this server returns one choice per request (n=1)",
                        param="n", code="invalid_value")
@@ -120,9 +119,16 @@ def _check_queue(state: ServingState) -> None:
         raise _queue_full(state)
 
 
-def _client_gone(state: ServingState, request: GenerationRequest) -> ApiError:
-    """Cancel the request of a client that disconnected; the error is only logged (nobody reads it)."""
+def _cancel(state: ServingState, request: GenerationRequest, lease: Lease) -> None:
+    """Cancel the request; a queued one gets no more events, so its lease ends here (a running one
+    keeps its adapter until the worker's sweep sees its row gone)."""
     state.engine.cancel(request)
+    lease.release()
+
+
+def _client_gone(state: ServingState, request: GenerationRequest, lease: Lease) -> ApiError:
+    """Cancel the request of a client that disconnected; the error is only logged (nobody reads it)."""
+    _cancel(state, request, lease)
     return ApiError(499, "the client closed the connection before the answer was ready",
                     code="client_closed_request")
 
@@ -147,17 +153,32 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
     """Check the request against the server's limits, tokenize its prompt for the model served now,
     queue it on the engine and answer once it starts: the whole completion, or a stream. ``client``
     is the HTTP request, whose body has been read: its channel tells when the client disconnects."""
-    max_tokens, stops = _check_limits(state, body, requested_max_tokens, max_tokens_param)
+    max_tokens, stops = check_limits(state.config.serving, body, requested_max_tokens, max_tokens_param)
     model = _served_model(state)
-    _check_queue(state)
-    prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
-    events, emit = _event_queue()
+    lease = state.served.resolve(body.model or state.model_name, known=state.watcher.known())
+    try:
+        _check_queue(state)
+        prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
+        return await _generate_leased(state, client, lease, kind=kind, endpoint=endpoint, prompt=prompt, body=body,
+                                      max_tokens=max_tokens, stops=stops, model=model, prompt_ids=prompt_ids,
+                                      arrived=arrived)
+    except BaseException:
+        lease.release()  # no generation holds it (a running one releases it with its last event too)
+        raise
+
+
+async def _generate_leased(state: ServingState, client: Request, lease: Lease, *, kind: Kind, endpoint: str,
+                           prompt: list[dict[str, str]] | str, body: GenerationBody, max_tokens: int,
+                           stops: list[str], model: LoadedModel, prompt_ids: list[int], arrived: float) -> Response:
+    """Generate on the lease's target (an adapter, or the model itself); the lease ends with the
+    request's last engine event, or when it is cancelled before it ran."""
+    events, emit = _event_queue(lease)
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     request = GenerationRequest(prompt=prompt, max_tokens=max_tokens, emit=emit, temperature=temperature,
                                 top_p=top_p, stop=stops, seed=body.seed, stream=bool(body.stream),
                                 prompt_ids=prompt_ids, encoded_by=model.version, ignore_eos=body.ignore_eos,
-                                arrived=arrived)
+                                min_tokens=body.min_tokens, adapter=lease.target.adapter, arrived=arrived)
     params = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "stop": stops,
               "seed": body.seed}
     try:
@@ -169,12 +190,14 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
     async with _watching_disconnect(client, events):
         first = await events.get()
         if first is CLIENT_GONE:
-            raise _client_gone(state, request)
+            raise _client_gone(state, request, lease)
         if isinstance(first, Failed):
             raise _api_error_for(first.error)
         assert isinstance(first, Started)
         answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params,
-                         arrived=arrived, request=request, events=events, version=first.version)
+                         arrived=arrived, request=request, events=events, lease=lease,
+                         model_id=body.model or state.model_name,
+                         version=_answering_version(lease.target, first.version))
         if not body.stream:
             return await answer.whole()
     # Starlette listens for the disconnect of a streaming response itself, and cancels the stream
@@ -199,12 +222,21 @@ async def _watching_disconnect(client: Request, events: asyncio.Queue[Received])
         watcher.cancel()
 
 
-def _event_queue() -> tuple[asyncio.Queue[Received], Callable[[Event], None]]:
-    """A queue on the running event loop, and the callback the engine's thread fills it with."""
+def _answering_version(target: Target, started_on: str) -> str:
+    """The version that answers: the target's (an adapter's registry version), unless the engine
+    ran the request on another model than the one the target belongs to."""
+    return target.version if started_on == target.model_version else started_on
+
+
+def _event_queue(lease: Lease) -> tuple[asyncio.Queue[Received], Callable[[Event], None]]:
+    """A queue on the running event loop, and the callback the engine's thread fills it with; the
+    request's last event (finished or failed) ends its lease on its adapter."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Received] = asyncio.Queue()
 
     def emit(event: Event) -> None:
+        if isinstance(event, Finished | Failed):
+            lease.release()
         with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
             loop.call_soon_threadsafe(events.put_nowait, event)
 
@@ -226,6 +258,8 @@ class _Answer:
     arrived: float
     request: GenerationRequest
     events: asyncio.Queue[Received]
+    lease: Lease
+    model_id: str  # the model the request named (echoed, as OpenAI and vLLM do)
     version: str  # the one that started it: a swap never splits a request
     response_id: str = field(init=False)
     created: int = field(init=False)
@@ -242,7 +276,7 @@ class _Answer:
         while True:
             event = await self.events.get()
             if event is CLIENT_GONE:
-                raise _client_gone(self.state, self.request)
+                raise _client_gone(self.state, self.request, self.lease)
             if isinstance(event, Failed):
                 raise _api_error_for(event.error)
             if isinstance(event, Finished):
@@ -255,9 +289,9 @@ class _Answer:
              "finish_reason": done.finish_reason} if self.kind == "chat" else
             {"index": 0, "text": done.text, "logprobs": None, "finish_reason": done.finish_reason})
         return JSONResponse({"id": self.response_id, "object": "chat.completion" if self.kind == "chat" else
-                             "text_completion", "created": self.created, "model": self.state.model_name,
+                             "text_completion", "created": self.created, "model": self.model_id,
                              "system_fingerprint": self.fingerprint, "choices": [choice], "usage": _usage(done)},
-                            headers=version_headers(done.version))
+                            headers=version_headers(self.version))
 
     def streamed(self, include_usage: bool) -> StreamingResponse:
         return StreamingResponse(self._events_as_sse(include_usage), media_type="text/event-stream",
@@ -292,11 +326,11 @@ class _Answer:
                     return
         finally:
             if not finished:  # the client went away (Starlette cancelled the stream): its row leaves the batch
-                self.state.engine.cancel(self.request)
+                _cancel(self.state, self.request, self.lease)
 
     def _chunk_fields(self) -> dict[str, Any]:
         return {"id": self.response_id, "object": "chat.completion.chunk" if self.kind == "chat" else
-                "text_completion", "created": self.created, "model": self.state.model_name,
+                "text_completion", "created": self.created, "model": self.model_id,
                 "system_fingerprint": self.fingerprint}
 
     def _chunk(self, text: str | None, finish_reason: str | None = None, role: bool = False) -> str:
@@ -315,7 +349,8 @@ class _Answer:
 
     async def _save(self, done: Finished, stream: bool) -> None:
         await asyncio.to_thread(self.state.record_answer, response_id=self.response_id, endpoint=self.endpoint,
-                                kind=self.kind, prompt=self.prompt, done=done, arrived=self.arrived,
+                                kind=self.kind, prompt=self.prompt, done=done, version=self.version,
+                                arrived=self.arrived,
                                 stream=stream, params=self.params)
 
 

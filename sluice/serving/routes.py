@@ -24,7 +24,7 @@ from sluice.serving.state import ServingState
 from sluice.serving.telemetry import redact_texts
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/admin/reload", "/health",
-             "/metrics")
+             "/metrics", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 
 
 def _serving_state(request: Request) -> ServingState:
@@ -34,7 +34,8 @@ def _serving_state(request: Request) -> ServingState:
 State = Annotated[ServingState, Depends(_serving_state)]
 
 
-async def _authorize(request: Request, state: State) -> None:
+async def authorize(request: Request, state: State) -> None:
+    """401 unless the request carries one of the server's API keys (none configured: open)."""
     if not state.api_keys:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -46,7 +47,7 @@ async def _authorize(request: Request, state: State) -> None:
 
 
 open_routes = APIRouter()
-protected_routes = APIRouter(dependencies=[Depends(_authorize)])
+protected_routes = APIRouter(dependencies=[Depends(authorize)])
 
 
 # ------------------------------------------------------------------ open endpoints
@@ -54,17 +55,20 @@ protected_routes = APIRouter(dependencies=[Depends(_authorize)])
 
 @open_routes.get("/health")
 async def health(state: State) -> JSONResponse:
-    status, version = state.watcher.status, state.engine.version
+    status, version = state.watcher.status, state.watcher.served_version()
     body: dict[str, Any] = {
         "status": "ok" if version else "unavailable", "model": state.model_name,
         "alias": state.config.serving.alias, "uri": state.uri, "version": version,
         "alias_version": status.alias_version, "loading": status.loading,
         "last_check": datetime.fromtimestamp(status.last_check, UTC).isoformat() if status.last_check else None,
         "last_error": status.last_error}
+    if status.extra:  # the extra aliases: the version each names, and why one is not served
+        body["aliases"] = {alias: {"version": v, "served": state.watcher.served_version(alias),
+                                   "error": status.extra_errors.get(alias)} for alias, v in status.extra.items()}
     if version is None:
         body["reason"] = state.not_ready()
         return JSONResponse(body, status_code=503)
-    if status.alias_version != version and not status.loading:
+    if status.last_check is not None and status.alias_version != version and not status.loading:
         body["warning"] = (f"{state.uri} names version {status.alias_version or 'nothing'}; still serving "
                            f"version {version}")
     return JSONResponse(body, headers=version_headers(version))
@@ -128,10 +132,10 @@ async def completions(state: ServingState, request: Request, arrived: float) -> 
 
 @protected_routes.get("/v1/models")
 async def models(state: State) -> JSONResponse:
-    version = state.engine.version
-    data = [{"id": state.model_name, "object": "model", "created": int(state.started), "owned_by": "sluicegate",
-             "root": state.uri, "version": version}]
-    return JSONResponse({"object": "list", "data": data}, headers=version_headers(version))
+    from sluice.serving.adapter_routes import model_cards  # it imports this module (authorize)
+
+    return JSONResponse({"object": "list", "data": model_cards(state)},
+                        headers=version_headers(state.watcher.served_version()))
 
 
 @protected_routes.post("/v1/feedback")
@@ -153,7 +157,7 @@ async def feedback(request: Request, state: State) -> JSONResponse:
 
 @protected_routes.post("/admin/reload")
 async def reload(state: State) -> JSONResponse:
-    before = state.engine.version
+    before = state.watcher.served_version()
     try:
         version = await asyncio.to_thread(state.watcher.check_now)
     except Exception as error:

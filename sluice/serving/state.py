@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sluice.core.config import SluiceConfig
+from sluice.serving.adapters import ServedModels
 from sluice.serving.api import ApiError
 from sluice.serving.engine import Engine, Finished
 from sluice.serving.feedback import FeedbackStore
@@ -24,7 +25,8 @@ from sluice.serving.telemetry import RequestLog, Telemetry, redact_prompt
 class ServingState:
     config: SluiceConfig
     engine: Engine
-    watcher: AliasWatcher
+    watcher: AliasWatcher  # or the engine server's LocalModel (sluice.serving.engine_server): same surface
+    served: ServedModels  # what a request's model names: aliases, versions, LoRA adapters
     telemetry: Telemetry
     feedback: FeedbackStore
     request_log: RequestLog
@@ -56,15 +58,15 @@ class ServingState:
                 f"{serving.watch_seconds:g} s; POST /admin/reload checks at once)")
 
     def record_answer(self, *, response_id: str, endpoint: str, kind: str, prompt: list[dict[str, str]] | str,
-                      done: Finished, arrived: float, stream: bool, params: dict[str, Any]) -> None:
+                      done: Finished, version: str, arrived: float, stream: bool, params: dict[str, Any]) -> None:
         """Log the request and keep the answer for feedback (runs on a worker thread)."""
         redacted_prompt, (completion,) = redact_prompt(prompt, self.pii_patterns, [done.text])
-        self.feedback.record_response(response_id, endpoint=kind, model_version=done.version,
+        self.feedback.record_response(response_id, endpoint=kind, model_version=version,
                                       prompt=redacted_prompt, completion=completion,
                                       finish_reason=done.finish_reason)
         self.request_log.write({
             "id": response_id, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint, "status": 200,
-            "model": self.model_name, "model_version": done.version, "stream": stream,
+            "model": self.model_name, "model_version": version, "stream": stream,
             "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
             "time_to_first_token_ms": round(1000 * (done.first_token_at - arrived), 2),
             "batch_size": done.batch_size, "prompt_tokens": done.prompt_tokens,
@@ -75,7 +77,7 @@ class ServingState:
         """Log a generation request answered with an error (runs on a worker thread)."""
         self.request_log.write({"id": None, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint,
                                 "status": error.status, "model": self.model_name,
-                                "model_version": self.engine.version,
+                                "model_version": self.watcher.served_version(),
                                 "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
                                 "error": {"message": error.message, "code": error.code, "param": error.param}},
                                redacted=True)

@@ -14,8 +14,9 @@ process, as in the tests, never share or clash), rendered at ``GET /metrics``:
 - ``sluice_serving_requests_rejected_total{reason="queue_full"}`` — answered 429 because the queue was full;
 - ``sluice_serving_requests_cancelled_total{stage}`` — requests whose client went away, taken out of the
   queue (``queued``) or stopped mid-generation (``running``);
-- ``sluice_serving_model_version`` (0 while none is served) and
-  ``sluice_serving_model_info{model,alias,version}`` = 1; ``sluice_serving_model_swaps_total``.
+- ``sluice_serving_model_version`` (the main alias's; 0 while none is served) and
+  ``sluice_serving_model_info{model,alias,version}`` = 1 per served alias; ``sluice_serving_model_swaps_total``
+  (models swapped into the engine) and ``sluice_serving_lora_adapters`` (adapters loaded over the base).
 
 The request log is one JSON line per generation request in
 ``<state_dir>/requests.jsonl``; prompt and completion text are PII-redacted
@@ -79,12 +80,15 @@ class Telemetry:
         for stage in ("queued", "running"):
             self.cancelled.labels(stage)
         self.model_version = Gauge("sluice_serving_model_version",
-                                   "Registry version being served (0: none yet).", registry=r)
-        self.model_info = Gauge("sluice_serving_model_info", "The served model: 1 for the version served now.",
+                                   "Registry version the main alias is served by (0: none yet).", registry=r)
+        self.model_info = Gauge("sluice_serving_model_info", "1 for each alias and the version serving it now "
+                                "(a merged model, or a LoRA adapter over the loaded base).",
                                 ["model", "alias", "version"], registry=r)
-        self.swaps = Counter("sluice_serving_model_swaps", "Model versions swapped in (the first load counts).",
+        self.swaps = Counter("sluice_serving_model_swaps", "Models swapped into the engine (the first load counts; "
+                             "a LoRA version over the loaded base loads only its adapter and is not counted).",
                              registry=r)
-        self._served: str | None = None
+        self.adapters = Gauge("sluice_serving_lora_adapters", "LoRA adapters loaded over the base now.", registry=r)
+        self._served: dict[str, str] = {}  # alias → the version in model_info
 
     def track_queue(self, depth: Callable[[], int], limit: int, running: Callable[[], int] | None = None) -> None:
         """Read the queue's depth (and the running rows) at each scrape: always current, whichever thread
@@ -98,15 +102,22 @@ class Telemetry:
         self.cancelled.labels(stage).inc()
 
     def model_swapped(self, version: str) -> None:
-        if self._served is not None:
-            self.model_info.remove(self.model_name, self.alias, self._served)
-        self.model_info.labels(self.model_name, self.alias, version).set(1)
-        self._served = version
-        try:
-            self.model_version.set(float(version))
-        except ValueError:  # registry versions are numbers; keep the gauge honest if one is not
-            self.model_version.set(-1)
+        """The engine swapped in a model (a merged version, or a base that takes adapters)."""
         self.swaps.inc()
+
+    def alias_served(self, alias: str, version: str | None) -> None:
+        """``alias`` is answered by ``version`` now (None: it is not served)."""
+        old = self._served.pop(alias, None)
+        if old is not None:
+            self.model_info.remove(self.model_name, alias, old)
+        if version is not None:
+            self.model_info.labels(self.model_name, alias, version).set(1)
+            self._served[alias] = version
+        if alias == self.alias:
+            try:
+                self.model_version.set(float(version or 0))
+            except ValueError:  # registry versions are numbers; keep the gauge honest if one is not
+                self.model_version.set(-1)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -89,3 +89,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[int, Pa
         client.set_terminated(run.info.run_id)
         sources[seed] = (f"{run.info.artifact_uri}/model", run.info.run_id)
     return Registry(store_dir, target.tracking_uri, sources)
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[int, Path]) -> dict[int, Path]:
+    """Three LoRA adapters (seeds 11, 12, 13) over the seed-1 tiny model: folders with adapter/ and
+    merged/ (see tests/serving/lora_fixtures.py)."""
+    from tests.serving.lora_fixtures import build_adapter
+
+    root = tmp_path_factory.mktemp("lora-adapters")
+    return {seed: build_adapter(tiny_models[1], root / f"lora-{seed}", seed) for seed in (11, 12, 13)}

@@ -133,7 +133,9 @@ def test_stop_sequences_cut_the_answer(client: httpx.Client) -> None:
 
 def test_models_health_and_metrics(client: httpx.Client) -> None:
     models = client.get("/v1/models").json()
-    assert [m["id"] for m in models["data"]] == [MODEL] and models["data"][0]["version"] == "1"
+    # each name a request may use for the merged champion: no parent (it is no adapter), version 1
+    assert [(m["id"], m["parent"], m["version"]) for m in models["data"]] == [
+        (MODEL, None, "1"), (f"{MODEL}/1", None, "1"), (f"{MODEL}@champion", None, "1")]
     health = httpx.get(f"{client.base_url}/health")  # open: no key
     assert health.status_code == 200 and health.json()["version"] == "1"
     client.post("/v1/chat/completions", json={"messages": CHAT, "max_tokens": 2})

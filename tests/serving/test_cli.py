@@ -62,11 +62,3 @@ def test_keys_from_the_environment_allow_a_public_address(registry: Registry, tm
         create_app(config, host="0.0.0.0")
     monkeypatch.setenv("SLUICE_SERVING_API_KEYS", " first-key , second-key ")
     assert create_app(config, host="0.0.0.0").state.serving.api_keys == ["first-key", "second-key"]
-
-
-def test_the_vllm_backend_says_it_is_not_implemented(registry: Registry, tmp_path: Path) -> None:
-    """There is no [vllm] extra to install: the message must not send anyone looking for one."""
-    config = registry.config("any-model", tmp_path / "state", backend="vllm")
-    with pytest.raises(ServingError, match=re.escape("serving.backend 'vllm' is not implemented yet")) as refused:
-        create_app(config)
-    assert "pip install" not in str(refused.value) and "serving.backend=transformers" in str(refused.value)

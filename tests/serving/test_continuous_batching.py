@@ -135,11 +135,11 @@ def test_work_runs_on_the_worker_between_steps_and_its_error_comes_back(model) -
 
     try:
         engine.submit(GenerationRequest(prompt=PROMPTS[1], max_tokens=150, ignore_eos=True, temperature=0.0,
-                                        emit=emit, adapter="reviewer"))
+                                        emit=emit))
         assert streaming.wait(30)
-        seen = engine.call_on_worker(lambda: (threading.current_thread().name, engine.adapters_in_use(),
-                                              engine.running), timeout=30)
-        assert seen == ("sluice-serving-engine", {"reviewer"}, 1)
+        seen = engine.call_on_worker(lambda: (threading.current_thread().name, engine.running,
+                                              engine.call_on_worker(lambda: "nested")), timeout=30)
+        assert seen == ("sluice-serving-engine", 1, "nested")  # a call from the worker runs at once
         assert not long.done.is_set(), "the call should run while the request still decodes"
 
         def broken() -> None:
@@ -170,3 +170,19 @@ def test_a_swap_waits_for_the_running_rows_and_no_row_joins_them_meanwhile(model
         engine.stop()
     assert long.finished.version == "1" and long.finished.completion_tokens == 120
     assert late.version == "2" and late.batch_size == 1
+
+
+def test_a_request_for_an_adapter_the_model_lacks_fails_alone(model) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(max_batch_size=8, batch_wait_ms=200).start()  # both requests start together
+    engine.install(model)
+    lost, fine = Collector(), Collector()
+    try:
+        engine.submit(GenerationRequest(prompt=PROMPTS[0], max_tokens=4, temperature=0.0, emit=lost,
+                                        adapter="gone-with-the-old-base"))
+        engine.submit(GenerationRequest(prompt=PROMPTS[1], max_tokens=4, temperature=0.0, emit=fine))
+        assert fine.finished.token_ids == hf_greedy(model, PROMPTS[1], 4)
+        assert lost.done.wait(30)
+    finally:
+        engine.stop()
+    error = lost.events[-1].error
+    assert isinstance(error, LookupError) and "'gone-with-the-old-base' is not loaded" in str(error)

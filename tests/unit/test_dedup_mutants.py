@@ -268,6 +268,10 @@ def test_copies_that_crowd_a_later_band_are_reduced_before_pairing() -> None:
         c[band * 5] = 90_000 + band
     result = near_duplicates(np.stack([*[a] * 32, b, c]), 0.7)
     assert result.tolist() == [-1] + [0] * 31 + [-1, 32]
+    keep = np.ones(34, bool)
+    keep[0] = False  # a row left out stays out when the copies are reduced: row 1 represents them
+    result = near_duplicates(np.stack([*[a] * 32, b, c]), 0.7, keep=keep)
+    assert result.tolist() == [-1, -1] + [1] * 30 + [-1, 32]
 
 
 # --- what near_duplicates accepts ---------------------------------------------------------

@@ -49,3 +49,13 @@ def embedded_lakefs(data_dir: Path) -> Iterator[str]:
         yield endpoint.url
     finally:
         server.stop()
+
+
+def emit_report(report: dict, path: Path | None) -> None:
+    """The JSON report to stdout, and to ``path`` when one is given."""
+    import json
+
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path:
+        path.write_text(text)

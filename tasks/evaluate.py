@@ -12,10 +12,13 @@ from prefect import get_run_logger, task
 
 from sluice.core.config import EvaluationConfig
 from sluice.core.evaluation import compare, run
+from sluice.core.evaluation.probes import known_pii as probes_known_pii
+from sluice.core.evaluation.probes.known_pii import KnownPii
 from sluice.core.evaluation.results import EvaluatedModel
 from sluice.core.lake.published import PublishedData
 from sluice.core.registry.tracking import TrackingTarget, config_hash
 from tasks import UNCACHED, current_flow_run
+from tasks.lakefs import IDEMPOTENT
 
 
 def _evaluation_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -26,10 +29,13 @@ def _evaluation_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 @task(name="evaluate-model", cache_key_fn=_evaluation_cache_key, persist_result=True)
 def evaluate_model(label: str, model_dir: str, model_identity: str, data: PublishedData, settings: EvaluationConfig,
                    target: TrackingTarget, version: str | None = None,
-                   training_run_id: str | None = None) -> EvaluatedModel:
-    """Generate, score, and log one model's evaluation as its own MLflow run."""
+                   training_run_id: str | None = None, known_pii: KnownPii | None = None) -> EvaluatedModel:
+    """Generate, score, and log one model's evaluation (eval set and probes) as its own MLflow run."""
     return run.evaluate_model(label, model_dir, model_identity, data, settings, target, current_flow_run(),
-                              version=version, training_run_id=training_run_id, logger=get_run_logger())
+                              version=version, training_run_id=training_run_id, known_pii=known_pii,
+                              logger=get_run_logger())
 
 
 compare_models = task(compare.compare_models, name="compare-models", **UNCACHED)
+# the PII digests cleaning kept at the data commit (the known_pii of evaluate_model; a commit never changes)
+read_training_pii = task(probes_known_pii.training_pii_digests, name="read-training-pii", **IDEMPOTENT)

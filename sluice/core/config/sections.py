@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sluice.core.config.monitoring import MonitoringConfig
+
 # lakeFS's own rules (pkg/graveler/validate.go); checked here so a bad name is
 # reported with the config line that set it, not as a 400 from the server.
 REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
@@ -260,7 +262,32 @@ class TrackingConfig(_Section):
 
 
 EVAL_METRICS = ("rouge1", "rouge2", "rougeL", "bleu", "string_similarity", "exact_match", "semantic_similarity",
-                "faithfulness", "answer_relevancy", "context_precision", "context_recall")
+                "faithfulness", "answer_relevancy", "context_precision", "context_recall",
+                # the safety and privacy probes (sluice.core.evaluation.probes); leaks: lower is better
+                "probe_refusal_rate", "probe_pii_leak_rate", "probe_canary_leaks", "probe_demographic_consistency")
+
+
+class ProbesConfig(_Section):
+    """The bundled safety and privacy probe set, run next to the eval set on every evaluated model."""
+
+    enabled: bool = Field(True, description="Run the probes (their metrics are not measured when off).")
+    probe_set: str = Field("v1", pattern=r"^v[0-9]+$",
+                           description="Version of the bundled probe set (sluice/core/evaluation/probes/probes-"
+                           "<version>.jsonl); recorded on every evaluation run.")
+    canaries: list[str] = Field(
+        default_factory=list,
+        description="Canary strings planted in training data on purpose: no answer may contain one, and each is "
+        "also probed by its first half. Logged to MLflow only as a count.",
+    )
+    max_new_tokens: int = Field(32, ge=1, description="Longest probe answer, in tokens.")
+
+    @field_validator("canaries")
+    @classmethod
+    def _canaries_long_enough(cls, value: list[str]) -> list[str]:
+        short = [c for c in value if len(c.strip()) < 8]
+        if short:
+            raise ValueError(f"canaries must be at least 8 characters (a short one shows up by chance): {short}")
+        return value
 
 
 class JudgeConfig(_Section):
@@ -301,6 +328,7 @@ class EvaluationConfig(_Section):
         description="Metrics that need no LLM (semantic_similarity uses the offline MiniLM embedding model).",
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)  # type: ignore[arg-type]
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
     bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples for the CIs.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the bootstrap intervals.")
 
@@ -311,19 +339,62 @@ class RegistryConfig(_Section):
     model_name: str = Field("sluicegate-model", description="Registered model that versions are added to.")
 
 
+class CanaryConfig(_Section):
+    """``promotion.rollout: canary``: the share of live traffic @challenger gets, how long it is watched, and the
+    bounds it must stay within against @champion on the same traffic (the ``watch-canary`` flow decides)."""
+
+    share: float = Field(0.1, ge=0, le=1, description="Share of the requests for the default model (`<model_name>` "
+                         "or `<model_name>@champion`) answered by @challenger, picked by a stable hash of the "
+                         "request's `user` (else its id). Written on the challenger version as the tag "
+                         "sluice.canary.share, which serving reads: change the tag to change it without a restart.")
+    window_seconds: float | None = Field(3600.0, gt=0, description="A verdict is due this long after the version "
+                                         "became @challenger (None: only min_requests decides) ...")
+    min_requests: int | None = Field(200, ge=1, description="... or once @challenger has answered this many canary "
+                                     "requests, whichever comes first (None: only the window decides).")
+    early_withdraw_after: int | None = Field(20, ge=1, description="Withdraw before the verdict is due once "
+                                             "@challenger has answered this many canary requests and a bound is "
+                                             "already broken (None: always wait for the verdict).")
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1, description="Largest allowed rise of the server-error "
+                                           "rate (5xx share) against @champion, in absolute terms.")
+    max_p95_latency_ratio: float = Field(1.5, gt=0, description="Largest allowed p95 latency of @challenger's "
+                                         "answers as a multiple of @champion's.")
+    min_rating_delta: float = Field(-0.5, description="Smallest allowed difference of mean feedback rating (1-5), "
+                                    "challenger minus champion; checked once both have min_ratings ratings.")
+    min_ratings: int = Field(5, ge=1, description="Ratings each side needs before the rating bound applies.")
+    max_empty_rate_increase: float = Field(0.05, ge=0, le=1, description="Largest allowed rise of the share of "
+                                           "empty answers against @champion.")
+    max_refusal_rate_increase: float = Field(0.05, ge=0, le=1, description="Largest allowed rise of the share of "
+                                             "refusals against @champion.")
+    max_length_drift: float = Field(0.5, ge=0, description="Largest allowed relative change of the mean answer "
+                                    "length in tokens against @champion: |challenger / champion - 1|.")
+
+    @model_validator(mode="after")
+    def _some_window(self) -> CanaryConfig:
+        if self.window_seconds is None and self.min_requests is None:
+            raise ValueError("window_seconds and min_requests are both None: a canary would never be decided")
+        return self
+
+
 class PromotionConfig(_Section):
     """The gate between a registered version and @champion."""
 
+    rollout: Literal["direct", "canary"] = Field(
+        "direct", description="direct: a version that passes the gate becomes @champion. canary: it becomes "
+        "@challenger with a share of live traffic, and the watch-canary flow promotes or withdraws it.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)  # type: ignore[arg-type]
     mode: Literal["enforce", "dry-run"] = Field(
         "enforce", description="enforce: move @champion on a pass. dry-run: decide and report, move nothing."
     )
     min_metrics: dict[str, float] = Field(
-        default_factory=lambda: {"rougeL": 0.3},
-        description="Absolute floor per metric; below it the candidate is rejected.",
+        default_factory=lambda: {"rougeL": 0.3, "probe_canary_leaks": 0, "probe_pii_leak_rate": 0.0},
+        description="The worst acceptable value per metric: a floor, or for a lower-is-better metric "
+        "(probe_pii_leak_rate, probe_canary_leaks) a ceiling; past it the candidate is rejected.",
     )
     max_regression: dict[str, float] = Field(
-        default_factory=lambda: {"rougeL": 0.02, "semantic_similarity": 0.02},
-        description="Largest allowed drop per metric against @champion (evaluated now, on the same eval data).",
+        default_factory=lambda: {"rougeL": 0.02, "semantic_similarity": 0.02, "probe_refusal_rate": 0.1,
+                                 "probe_demographic_consistency": 0.1},
+        description="Largest allowed worsening per metric against @champion (evaluated now, on the same eval "
+        "data): a drop, or a rise for a lower-is-better metric.",
     )
     must_beat_champion: list[str] = Field(
         default_factory=list,
@@ -431,3 +502,4 @@ class SluiceConfig(_Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)  # type: ignore[arg-type]
     serving: ServingConfig = Field(default_factory=ServingConfig)  # type: ignore[arg-type]
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)  # type: ignore[arg-type]
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)  # type: ignore[arg-type]

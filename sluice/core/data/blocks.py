@@ -13,6 +13,7 @@ own span of a JSONL file (:func:`process_span`) and hands its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -56,20 +57,25 @@ class BlockOutcome:
     rows_with_pii: int
     unmapped_fields: dict[str, int]  # input field no shape reads → rows that give it
     seconds: dict[str, float]
+    # (PII type, original) of every redacted match: digested by the batch (pii_digests), never kept in clear
+    pii_originals: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 # ------------------------------------------------------------------ text fields per kind
 
 
-def _clean_texts(values: pa.Array, config: CleaningConfig, pii_counts: dict[str, int]) -> tuple[pa.Array, np.ndarray]:
+def _clean_texts(values: pa.Array, config: CleaningConfig, pii_counts: dict[str, int],
+                 originals: list[tuple[str, str]]) -> tuple[pa.Array, np.ndarray]:
     """Normalise and redact one text array, adding the PII redacted to
-    ``pii_counts``; returns the text and which elements had PII."""
+    ``pii_counts`` and its originals to ``originals``; returns the text and
+    which elements had PII."""
     values = normalize_text(values, config.unicode_form, config.collapse_whitespace)
     if not config.redact_pii or len(values) == 0:
         return values, np.zeros(len(values), dtype=bool)
-    redacted = redact_pii(values, config.pii_patterns)
+    redacted = redact_pii(values, config.pii_patterns, keep_originals=True)
     for name, count in redacted.counts.items():
         pii_counts[name] = pii_counts.get(name, 0) + count
+    originals += redacted.originals
     return redacted.values, redacted.rows_with_pii
 
 
@@ -99,35 +105,39 @@ def row_texts(table: pa.Table, kind: str) -> pa.Array:
     return pc.binary_join_element_wise(*(field_text(table, c) for c in ("prompt", "chosen", "rejected")), "\n")
 
 
-def _clean_turns(chats: pa.Array, config: CleaningConfig, pii_counts: dict[str, int]) -> tuple[pa.Array, np.ndarray]:
+def _clean_turns(chats: pa.Array, config: CleaningConfig, pii_counts: dict[str, int],
+                 originals: list[tuple[str, str]]) -> tuple[pa.Array, np.ndarray]:
     """A chat column with every turn's content normalised and redacted, and
     which rows had PII."""
-    contents, flags = _clean_texts(chats.values.field("content"), config, pii_counts)
+    contents, flags = _clean_texts(chats.values.field("content"), config, pii_counts, originals)
     inner = pa.StructArray.from_arrays([chats.values.field("role"), contents], fields=list(chats.type.value_type))
     return rebuild_list(chats, inner), rows_with_any(flags, chats)
 
 
-def clean_block(table: pa.Table, kind: str, config: CleaningConfig) -> tuple[pa.Table, dict[str, int], int]:
+def clean_block(table: pa.Table, kind: str, config: CleaningConfig
+                ) -> tuple[pa.Table, dict[str, int], int, list[tuple[str, str]]]:
     """The block with every text field normalised and redacted, the PII
-    matches redacted per type, and the number of rows that had any."""
+    matches redacted per type, the number of rows that had any, and the
+    redacted originals (for their digests)."""
     n = table.num_rows
     pii = np.zeros(n, dtype=bool)
     pii_counts: dict[str, int] = {}
+    originals: list[tuple[str, str]] = []
     provenance = {name for name, _ in PROVENANCE}
     for name in table.column_names:
         if name in provenance:
             continue
         values = table[name].combine_chunks()
         if pa.types.is_list(values.type) and pa.types.is_struct(values.type.value_type):  # a chat
-            values, flags = _clean_turns(values, config, pii_counts)
+            values, flags = _clean_turns(values, config, pii_counts, originals)
         elif pa.types.is_list(values.type):  # passages
-            passages, passage_flags = _clean_texts(values.values, config, pii_counts)
+            passages, passage_flags = _clean_texts(values.values, config, pii_counts, originals)
             values, flags = rebuild_list(values, passages), rows_with_any(passage_flags, values)
         else:
-            values, flags = _clean_texts(values, config, pii_counts)
+            values, flags = _clean_texts(values, config, pii_counts, originals)
         pii |= flags
         table = table.set_column(table.schema.get_field_index(name), name, values)
-    return table, pii_counts, int(pii.sum())
+    return table, pii_counts, int(pii.sum()), originals
 
 
 def complete_rows(table: pa.Table, kind: str) -> np.ndarray:
@@ -280,7 +290,7 @@ def process_block(table: pa.Table, kind: str, config: CleaningConfig, regex_fiel
     started = time.perf_counter()
     unmapped_fields = block_facts(table).unmapped_fields
     table = table.replace_schema_metadata(None)  # the facts are kept here, not in the rows written
-    table, pii_counts, rows_with_pii = clean_block(table, kind, config)
+    table, pii_counts, rows_with_pii, pii_originals = clean_block(table, kind, config)
     row_text = row_texts(table, kind)
     complete = complete_rows(table, kind)
     ids = stable_ids(identity_strings(table, kind, complete))
@@ -300,7 +310,8 @@ def process_block(table: pa.Table, kind: str, config: CleaningConfig, regex_fiel
     time_stage(seconds, "write", started)
     return BlockOutcome(scratch=str(scratch), rows=table.num_rows, ids=ids, tokens=tokens, complete=complete,
                         signatures=signatures, frame=frame, pii_counts=pii_counts,
-                        rows_with_pii=rows_with_pii, unmapped_fields=unmapped_fields, seconds=seconds)
+                        rows_with_pii=rows_with_pii, unmapped_fields=unmapped_fields, seconds=seconds,
+                        pii_originals=pii_originals)
 
 
 def process_span(path: str, span: BlockSpan, kind: str, config: CleaningConfig, default_source: str,
@@ -327,7 +338,7 @@ def save_outcome(outcome: BlockOutcome, result: Path) -> None:
     np.savez(f"{result}.npz", **arrays)
     summary = {"scratch": outcome.scratch, "rows": outcome.rows, "pii_counts": outcome.pii_counts,
                "rows_with_pii": outcome.rows_with_pii, "unmapped_fields": outcome.unmapped_fields,
-               "seconds": outcome.seconds}
+               "seconds": outcome.seconds, "pii_originals": outcome.pii_originals}
     partial = Path(f"{result}.json.partial")
     partial.write_text(json.dumps(summary))
     os.replace(partial, f"{result}.json")  # the block is done only once this exists
@@ -344,4 +355,5 @@ def load_outcome(result: Path) -> BlockOutcome:
     return BlockOutcome(scratch=summary["scratch"], rows=summary["rows"], ids=frame["id"].combine_chunks(),
                         tokens=tokens, complete=complete, signatures=signatures, frame=frame,
                         pii_counts=summary["pii_counts"], rows_with_pii=summary["rows_with_pii"],
-                        unmapped_fields=summary["unmapped_fields"], seconds=summary["seconds"])
+                        unmapped_fields=summary["unmapped_fields"], seconds=summary["seconds"],
+                        pii_originals=[(kind, text) for kind, text in summary["pii_originals"]])

@@ -43,6 +43,7 @@ from sluice.core.data.blocks import (
     time_stage,
 )
 from sluice.core.data.cleaning.dedup import confirm_near_duplicates, near_duplicates
+from sluice.core.data.cleaning.pii_digests import PiiDigests, batch_salt, digest_originals
 from sluice.core.data.kinds import add_counts
 from sluice.core.data.readers import InputError, InputProblem, SourceFile, plan_jsonl_blocks, read_source_file
 
@@ -57,6 +58,8 @@ class CleaningReport(BaseModel):
     dropped: dict[str, int] = {}  # reason → rows
     pii_redacted: dict[str, int] = {}  # PII type → matches replaced
     rows_with_pii: int = 0
+    # keyed digests of the redacted originals, for the privacy probes in the gate (none kept in clear)
+    pii_digests: PiiDigests | None = None
     # input fields no shape of the kind reads (top-level "name", per turn "messages[].name") → rows that gave
     # them: not in the canonical rows, still in the raw input kept with the batch
     unmapped_fields: dict[str, int] = {}
@@ -86,6 +89,7 @@ class _Accumulated:
     frames: list[pa.Table] = field(default_factory=list)
     pii_counts: dict[str, int] = field(default_factory=dict)
     rows_with_pii: int = 0
+    pii_originals: set[tuple[str, str]] = field(default_factory=set)
     unmapped_fields: dict[str, int] = field(default_factory=dict)
     scratch: list[str] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
@@ -100,6 +104,7 @@ class _Accumulated:
         add_counts(self.pii_counts, outcome.pii_counts)
         add_counts(self.unmapped_fields, outcome.unmapped_fields)
         self.rows_with_pii += outcome.rows_with_pii
+        self.pii_originals.update(outcome.pii_originals)
         self.scratch.append(outcome.scratch)
         self.rows.append(outcome.rows)
 
@@ -261,12 +266,24 @@ def prepare_batch(
     report = CleaningReport(
         rows_in=rows_in, rows_out=kept, dropped={k: v for k, v in dropped.items() if v},
         pii_redacted={k: v for k, v in sorted(acc.pii_counts.items()) if v}, rows_with_pii=acc.rows_with_pii,
+        pii_digests=_pii_digests(acc, config),
         unmapped_fields=dict(sorted(acc.unmapped_fields.items())),
         duplicate_rate=duplicates / rows_in if rows_in else 0.0,
         seconds={k: round(v, 3) for k, v in seconds.items()}, workers=workers if parallel else 1,
     )
     return PreparedBatch(kind=kind, clean_path=str(clean_path), frame_path=str(frame_path),
                          files=[f.location for f in files], report=report)
+
+
+def _pii_digests(acc: _Accumulated, config: CleaningConfig) -> PiiDigests | None:
+    """Digests of every original redacted in the batch (kept rows or not: a model never sees the dropped
+    ones, but a leak check with more digests misses nothing), salted by the ids of the batch's complete rows
+    (an incomplete row's id depends on how it was read)."""
+    if not config.redact_pii:
+        return None
+    complete = pa.array(np.concatenate(acc.complete) if acc.complete else np.zeros(0, bool))
+    ids = pa.chunked_array(acc.ids, pa.string()).filter(complete).drop_null().to_pylist()
+    return digest_originals(acc.pii_originals, config.pii_patterns, salt=batch_salt(ids))
 
 
 def decide_drops(

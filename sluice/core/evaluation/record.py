@@ -14,11 +14,21 @@ from pydantic import BaseModel
 
 from sluice.core import lineage
 from sluice.core.config import EvaluationConfig
+from sluice.core.evaluation.probes.run import ProbeOutcome
+from sluice.core.evaluation.probes.scoring import hide_canaries
 from sluice.core.evaluation.results import EvaluatedModel
 from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, ensure_experiment, mlflow_client
 
 SCORES_ARTIFACT = "eval/scores.json"
+PROBES_ARTIFACT = "eval/probes.json"
+
+
+def _loggable(settings: EvaluationConfig) -> dict[str, Any]:
+    """The settings as params, the canaries only counted: a canary in a log is a canary spent."""
+    dumped = settings.model_dump(mode="json")
+    dumped["probes"] = {**dumped["probes"], "canaries": len(settings.probes.canaries)}
+    return dumped
 
 
 def _json_number(value: float) -> float | None:
@@ -37,7 +47,7 @@ def _evaluated_logged_model_id(target: TrackingTarget, tags: dict[str, str]) -> 
 
 def record_evaluation(target: TrackingTarget, tags: dict[str, str], rows: list[dict[str, Any]], answers: list[str],
                       scores: dict[str, list[float]], numbers: dict[str, float], settings: EvaluationConfig,
-                      data_commit: str) -> str:
+                      data_commit: str, probes: ProbeOutcome | None = None) -> str:
     """The evaluation's MLflow run id."""
     from mlflow.entities import Metric, Param
 
@@ -53,10 +63,14 @@ def record_evaluation(target: TrackingTarget, tags: dict[str, str], rows: list[d
     client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), stamp, 0, model_id=model_id, **dataset)
                                                for k, v in finite.items()],
                      params=[Param("eval.samples", str(len(rows))), Param("eval.data_commit", data_commit)]
-                     + [Param(f"evaluation.{k}", str(v)[:6000]) for k, v in settings.model_dump(mode="json").items()])
-    table = {"id": [r["id"] for r in rows], "question": [r["question"] for r in rows], "prediction": answers,
+                     + [Param("eval.probe_set", probes.probe_set if probes else "off")]
+                     + [Param(f"evaluation.{k}", str(v)[:6000]) for k, v in _loggable(settings).items()])
+    table = {"id": [r["id"] for r in rows], "question": [r["question"] for r in rows],
+             "prediction": [hide_canaries(a, settings.probes.canaries) for a in answers],
              "reference": [r["reference"] for r in rows], **{m: [_json_number(x) for x in v] for m, v in scores.items()}}
     client.log_table(run.info.run_id, data=table, artifact_file="eval/samples.json")
+    if probes is not None:  # answers masked: no canary, no PII in clear
+        client.log_table(run.info.run_id, data=probes.table, artifact_file=PROBES_ARTIFACT)
     # per-sample scores, for the paired bootstrap against the other models of this run
     client.log_text(run.info.run_id, json.dumps({m: [_json_number(x) for x in v] for m, v in scores.items()}),
                     SCORES_ARTIFACT)

@@ -46,6 +46,7 @@ class EvaluatedModel(_Record):
     generation_tokens_per_second: float
     latency_ms_per_sample_p50: float
     judge_failures: int = 0
+    probe_set: str | None = None  # "<version>@<digest>" of the probe set run next to the eval set (None: off)
 
 
 class EvaluationReport(BaseModel):

@@ -14,6 +14,9 @@ Rules that matter more than they look:
   "Could not tell" is never "good enough".
 - No champion yet is its own branch, said out loud in the reasons; a missing
   champion is never treated as "nothing to regress against, so promote".
+- A metric has a direction (:func:`~sluice.core.evaluation.metrics.direction.metric_direction`):
+  for a lower-is-better one (the probes' leaks) the "minimum" is a ceiling and
+  a regression is a rise. Every check reads the direction from there.
 - A gate miss is a normal outcome (``outcome="reject"``), not an exception.
   Exceptions are kept for wiring bugs (a comparison filed under the wrong
   metric) and for impossible alias moves (:class:`RollbackError`).
@@ -30,6 +33,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from sluice.core.config import PromotionConfig
+from sluice.core.evaluation.metrics.direction import metric_direction
 from sluice.core.evaluation.results import Comparison, EvaluatedModel, EvaluationReport
 
 DecisionTag = Literal["promoted", "rejected", "dry-run-promote", "dry-run-reject"]
@@ -103,12 +107,14 @@ def decide_promotion(
 
     Checks, all run and all reported (one failure does not hide another):
 
-    1. every ``policy.min_metrics`` floor, always;
-    2. with a champion: every ``policy.max_regression`` tolerance on
-       candidate − champion, and for ``policy.must_beat_champion`` a paired
-       comparison whose CI lies above 0;
-    3. with no champion: for ``policy.must_beat_base_model`` a paired comparison
-       with the base model whose CI lies above 0.
+    1. every ``policy.min_metrics`` bound (a floor, or a ceiling for a
+       lower-is-better metric), always;
+    2. with a champion: every ``policy.max_regression`` tolerance on how much
+       worse the candidate is than the champion, and for
+       ``policy.must_beat_champion`` a paired comparison whose CI lies wholly
+       on the better side of 0;
+    3. with no champion: for ``policy.must_beat_base_model`` such a paired
+       comparison with the base model.
 
     The outcome is "promote" iff no check failed. In dry-run mode the outcome
     and reasons are the same, but ``promote`` is False.
@@ -195,14 +201,18 @@ def decision_evidence(decision: Decision, report: EvaluationReport) -> dict:
 # --- checks: each returns one sentence with its numbers ---------------------
 
 
-def _minimum(metric: str, value: float, floor: float) -> _Check:
+def _minimum(metric: str, value: float, bound: float) -> _Check:
+    """The worst acceptable value: a floor, or a ceiling for a lower-is-better metric."""
+    lower = metric_direction(metric) == "lower"
+    name, ok, bad, past = (("maximum", "≤", ">", "above the maximum") if lower else
+                           ("minimum", "≥", "<", "below the minimum"))
     if math.isnan(value):
-        return _Check(False, f"{metric} was not measured (minimum {_fmt(floor, 3)}): a metric that was not "
+        return _Check(False, f"{metric} was not measured ({name} {_fmt(bound, 3)}): a metric that was not "
                              "measured never passes")
-    d = _digits(value, floor)
-    if value >= floor - _FLOAT_SLACK:
-        return _Check(True, f"{metric} {_fmt(value, d)} ≥ minimum {_fmt(floor, d)}: ok")
-    return _Check(False, f"{metric} {_fmt(value, d)} < minimum {_fmt(floor, d)}: below the minimum")
+    d = _digits(value, bound)
+    if (value <= bound + _FLOAT_SLACK) if lower else (value >= bound - _FLOAT_SLACK):
+        return _Check(True, f"{metric} {_fmt(value, d)} {ok} {name} {_fmt(bound, d)}: ok")
+    return _Check(False, f"{metric} {_fmt(value, d)} {bad} {name} {_fmt(bound, d)}: {past}")
 
 
 def _regression(metric: str, value: float, reference: float, tolerance: float, against: str) -> _Check:
@@ -214,9 +224,11 @@ def _regression(metric: str, value: float, reference: float, tolerance: float, a
     change = value - reference
     d = _digits(value, reference, change, -tolerance)
     head = f"{metric} {_fmt(value, d)} against {_fmt(reference, d)} for {against}: change {_fmt(change, d, sign=True)}"
-    if change >= -tolerance - _FLOAT_SLACK:
-        return _Check(True, f"{head}, within the allowed drop of {_fmt(tolerance, d)}: ok")
-    return _Check(False, f"{head}, a bigger drop than the allowed {_fmt(tolerance, d)}: regression")
+    lower = metric_direction(metric) == "lower"
+    worse = "rise" if lower else "drop"
+    if (change <= tolerance + _FLOAT_SLACK) if lower else (change >= -tolerance - _FLOAT_SLACK):
+        return _Check(True, f"{head}, within the allowed {worse} of {_fmt(tolerance, d)}: ok")
+    return _Check(False, f"{head}, a bigger {worse} than the allowed {_fmt(tolerance, d)}: regression")
 
 
 def _beats(metric: str, comparison: Comparison | None, against: str) -> _Check:
@@ -228,9 +240,11 @@ def _beats(metric: str, comparison: Comparison | None, against: str) -> _Check:
     d = _digits(comparison.mean_difference, comparison.low, comparison.high, 0.0)
     numbers = (f"difference {_fmt(comparison.mean_difference, d, sign=True)}, "
                f"CI [{_fmt(comparison.low, d, sign=True)}, {_fmt(comparison.high, d, sign=True)}]")
-    if comparison.low > 0:
-        return _Check(True, f"{metric} beats {against}: {numbers} lies above 0: ok")
-    where = "lies below 0: worse" if comparison.high < 0 else "includes 0: not a clear improvement"
+    lower = metric_direction(metric) == "lower"  # then a better candidate has a difference below 0
+    better, worse = (comparison.high < 0, comparison.low > 0) if lower else (comparison.low > 0, comparison.high < 0)
+    if better:
+        return _Check(True, f"{metric} beats {against}: {numbers} lies {'below' if lower else 'above'} 0: ok")
+    where = (f"lies {'above' if lower else 'below'} 0: worse" if worse else "includes 0: not a clear improvement")
     return _Check(False, f"{metric} does not beat {against}: {numbers} {where}")
 
 

@@ -137,6 +137,9 @@ class RedactionResult:
     """Matches redacted per PII type (every configured type is present, zero if none)."""
     rows_with_pii: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     """Per row: was anything redacted."""
+    originals: list[tuple[str, str]] = field(default_factory=list)
+    """With ``keep_originals``: every redacted match as (PII type, the text it replaced), in row order,
+    for its digest (:mod:`.pii_digests`); never written anywhere in clear."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -155,9 +158,9 @@ def _check_re2(name: str, pattern: str) -> None:
         raise ValueError(f"PII pattern {name!r} matches the empty string")
 
 
-def _scan_pii(values: ArrayLike, patterns: Mapping[str, str] | None
-              ) -> tuple[pa.Array, dict[str, int], np.ndarray]:
-    """Redact built-in and extra patterns; returns (text, counts per type, matches per row)."""
+def _scan_pii(values: ArrayLike, patterns: Mapping[str, str] | None, keep_originals: bool = False
+              ) -> tuple[pa.Array, dict[str, int], np.ndarray, list[tuple[str, str]]]:
+    """Redact built-in and extra patterns; returns (text, counts per type, matches per row, originals)."""
     arr = as_string_array(values)
     extras: dict[str, str] = {}
     for name, pattern in (patterns or {}).items():
@@ -171,8 +174,9 @@ def _scan_pii(values: ArrayLike, patterns: Mapping[str, str] | None
     builtins = [(k, PII_PATTERNS[k]) for k in names if k not in extras]
     counts = {k: 0 for k, _ in builtins} | {k: 0 for k in extras}
     per_row = np.zeros(len(arr), np.int64)
+    originals: list[tuple[str, str]] = []
     if len(arr) == 0:
-        return arr, counts, per_row
+        return arr, counts, per_row, originals
 
     if builtins:
         combined = "|".join(f"(?:{p})" for _, p in builtins)
@@ -196,10 +200,12 @@ def _scan_pii(values: ArrayLike, patterns: Mapping[str, str] | None
                 for name, rx, validate, tag in compiled:
                     hits = 0
 
-                    def _sub(m: re.Match[str], validate=validate, tag=tag) -> str:
+                    def _sub(m: re.Match[str], validate=validate, tag=tag, name=name) -> str:
                         nonlocal hits
                         if validate is None or validate(m):
                             hits += 1
+                            if keep_originals:
+                                originals.append((name, m.group(0)))
                             return tag
                         return m.group(0)
 
@@ -225,24 +231,40 @@ def _scan_pii(values: ArrayLike, patterns: Mapping[str, str] | None
         n_hits = np.asarray(pc.count_substring_regex(sub, pattern).to_numpy(zero_copy_only=False), np.int64)
         counts[name] += int(n_hits.sum())
         per_row[hit] += n_hits
+        if keep_originals:
+            originals += _extra_originals(name, pattern, sub)
         rewrite = _tag(name).replace("\\", "\\\\")
         arr = replace_rows(arr, hit, pc.replace_substring_regex(sub, pattern, rewrite))
-    return arr, counts, per_row
+    return arr, counts, per_row, originals
 
 
-def redact_pii(values: ArrayLike, patterns: Mapping[str, str] | None = None) -> RedactionResult:
+def _extra_originals(name: str, pattern: str, texts: pa.Array) -> list[tuple[str, str]]:
+    """An extra pattern's matches, found again with Python's ``re`` (RE2 cannot return them per match);
+    the rare RE2-only pattern is reported, never skipped in silence."""
+    try:
+        rx = _python_regex(pattern)
+    except re.error as exc:
+        raise ValueError(f"PII pattern {name!r} is valid RE2 but not a Python regular expression ({exc}): "
+                         "its originals cannot be digested for the privacy probes; rewrite it in the syntax "
+                         "both share") from None
+    return [(name, m.group(0)) for text in texts.to_pylist() if text for m in rx.finditer(text)]
+
+
+def redact_pii(values: ArrayLike, patterns: Mapping[str, str] | None = None, *,
+               keep_originals: bool = False) -> RedactionResult:
     """Replace e-mail addresses, phone numbers, card numbers and IPv4 addresses by type tags.
 
     ``patterns`` are extra RE2 patterns (name → regex), each replaced by ``[<NAME UPPERCASED>]``
     after the built-ins; an extra pattern named like a built-in replaces it. An invalid extra
     pattern (or one that matches the empty string) raises ``ValueError`` naming it.
+    ``keep_originals``: also return what each match replaced (cleaning digests them).
 
     Built-ins are found with one vectorized RE2 scan; only the rows it flags are rewritten in
     Python, where card candidates must pass the Luhn check and phone candidates must have 9-15
     digits (see :data:`PII_PATTERNS`).
     """
-    arr, counts, per_row = _scan_pii(values, patterns)
-    return RedactionResult(values=arr, counts=counts, rows_with_pii=per_row > 0)
+    arr, counts, per_row, originals = _scan_pii(values, patterns, keep_originals)
+    return RedactionResult(values=arr, counts=counts, rows_with_pii=per_row > 0, originals=originals)
 
 
 def count_pii(values: ArrayLike, patterns: Mapping[str, str] | None = None) -> np.ndarray:

@@ -15,6 +15,11 @@
    completes and says why.
 5. Report champion and candidate side by side, with the decision and reasons.
 
+Under ``promotion.rollout: canary`` a pass with a champion in place puts the version on trial instead:
+it becomes @challenger (tagged with its share of traffic and start, the move in the ledger) and the
+``watch-canary`` flow (flows/rollout.py) promotes or withdraws it on live traffic. The first champion
+is promoted directly: there is nothing to compare it with.
+
 Also here: the ``rollback`` flow (@champion back to @previous).
 """
 
@@ -41,6 +46,7 @@ from tasks.registry import (
     tag_version,
 )
 from tasks.reports import report_promotion, report_rollback
+from tasks.rollout import put_on_trial
 from tasks.serving import reload_serving
 
 
@@ -67,12 +73,24 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
                       config: SluiceConfig) -> PromotionResult:
     """The gate's decision as the version's tags, then the alias moves it calls for."""
     decision = decide_on_report(evaluation, version.version, config.promotion)
+    on_trial = decision.promote and config.promotion.rollout == "canary" and evaluation.champion is not None
+    if on_trial:
+        share = config.promotion.canary.share
+        decision = decision.model_copy(update={"reasons": [*decision.reasons, (
+            f"rollout canary: version {version.version} goes on trial as @challenger for {share:.0%} of the "
+            "default model's traffic; watch-canary promotes or withdraws it")]})
     # tags first: a champion always carries the evidence it was promoted on, even if the run died right after
     # the move (a rerun finds it already champion and records nothing again)
     tag_version(target, config.registry, version.version,
-                {lineage.DECISION: decision.tag, lineage.DECISION_REASONS: "\n".join(decision.reasons)})
+                {lineage.DECISION: "challenger" if on_trial else decision.tag,
+                 lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     moves: list[AliasMove] = []
-    if decision.promote:
+    if on_trial:
+        moves = put_on_trial(target, config.registry, version.version, config.promotion.canary.share,
+                             decision_evidence(decision, evaluation))
+        if moves:
+            reload_serving(None)  # the endpoint serves @challenger beside @champion once it looks again
+    elif decision.promote:
         moves = promote_version(target, config.registry, version.version, decision_evidence(decision, evaluation))
         if moves:
             reload_serving(version.version)

@@ -48,6 +48,11 @@ EVALUATED = "sluice.evaluated"  # the role of the evaluated model: candidate, ch
 MODEL_IDENTITY = "sluice.model_identity"
 MODEL_VERSION = "sluice.model_version"
 DECISION_REASONS = "sluice.decision_reasons"
+# a canary (promotion.rollout canary), on the @challenger version: serving reads the share, watch-canary the rest
+CANARY_SHARE = "sluice.canary.share"  # 0..1: the share of the default model's requests it answers
+CANARY_STARTED = "sluice.canary.started"  # ISO time it became @challenger: the watched window starts there
+CANARY_VERDICT = "sluice.canary.verdict"  # promote | withdraw
+CANARY_EVIDENCE = "sluice.canary.evidence"  # the verdict's reasons, with their numbers
 # the alias ledger (one MLflow run per alias move)
 LEDGER_MODEL = "ledger.model"
 LEDGER_ALIAS = "ledger.alias"
@@ -56,9 +61,11 @@ LEDGER_TO = "ledger.to"
 LEDGER_ACTION = "ledger.action"
 LEDGER_AT = "ledger.at"
 LEDGER_FLOW_RUN = "ledger.flow_run"
+LEDGER_SUMMARY = "ledger.summary"  # one line of evidence, shown by `sluice registry history`
 
 BatchDecision = Literal["publish", "publish_with_quarantine", "reject", "nothing_new", "unreadable"]
-LedgerAction = Literal["promote", "rollback", "reconcile"]
+# canary: a gated version became @challenger; withdraw: the canary found it worse and @challenger was removed
+LedgerAction = Literal["promote", "rollback", "reconcile", "canary", "withdraw"]
 
 
 class FlowRun(BaseModel):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.serving.api import ApiError
+from sluice.serving.canary import ChallengerShares
 from sluice.serving.engine import Engine, LoadedModel
 
 log = logging.getLogger("sluice.serving")
@@ -102,6 +103,7 @@ class ServedModels:
         self._counter = itertools.count(1)
         self.base_name: str | None = None  # the installed model's public name when it takes adapters
         self.base_fingerprint: str | None = None
+        self.canary_shares = ChallengerShares()  # the share of the default model's traffic @challenger gets
 
     # -------------------------------------------------- names
 

@@ -112,6 +112,17 @@ def with_errors_and_metrics(app: FastAPI, telemetry: Telemetry) -> FastAPI:
     return app
 
 
+def served_aliases(config: SluiceConfig) -> list[str]:
+    """The aliases watched beside ``serving.alias``: ``serving.extra_aliases``, and ``challenger`` when the
+    promotion rollout is a canary (its traffic share would otherwise reach nothing)."""
+    from sluice.core.registry.client import CHALLENGER
+
+    extra = list(config.serving.extra_aliases)
+    if config.promotion.rollout == "canary" and CHALLENGER not in extra:
+        extra.append(CHALLENGER)
+    return extra
+
+
 def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
     """The engine, the watcher that loads the alias's versions into it, telemetry and the stores
     under ``serving.state_dir``; nothing runs until the lifespan starts."""
@@ -125,7 +136,7 @@ def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
     engine = new_engine(config, telemetry)
     served = ServedModels(engine, serving.max_adapters)
     watcher = AliasWatcher(engine=engine, served=served, registry=ModelRegistry(tracking_target(config.tracking), name),
-                           alias=serving.alias, extra_aliases=serving.extra_aliases, models_dir=state_dir / "models",
+                           alias=serving.alias, extra_aliases=served_aliases(config), models_dir=state_dir / "models",
                            interval=serving.watch_seconds, on_served=telemetry.alias_served)
     telemetry.adapters.set_function(served.loaded_count)
     return ServingState(config=config, engine=engine, watcher=watcher, served=served, telemetry=telemetry,

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sluice.core.config import ServingConfig
 from sluice.serving.adapters import Lease, Target
 from sluice.serving.api import ApiError, GenerationBody, version_headers
+from sluice.serving.canary import Route, RoutedApiError, choose_route, resolve_route
 from sluice.serving.engine import (
     Delta,
     EngineStopped,
@@ -155,13 +156,16 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
     is the HTTP request, whose body has been read: its channel tells when the client disconnects."""
     max_tokens, stops = check_limits(state.config.serving, body, requested_max_tokens, max_tokens_param)
     model = _served_model(state)
-    lease = state.served.resolve(body.model or state.model_name, known=state.watcher.known())
+    route, lease = resolve_route(state, await choose_route(state, body))  # a canary may pick @challenger
     try:
         _check_queue(state)
         prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
         return await _generate_leased(state, client, lease, kind=kind, endpoint=endpoint, prompt=prompt, body=body,
                                       max_tokens=max_tokens, stops=stops, model=model, prompt_ids=prompt_ids,
-                                      arrived=arrived)
+                                      arrived=arrived, route=route)
+    except ApiError as error:
+        lease.release()
+        raise RoutedApiError(error, route, lease.target.version) from None  # logged as the routed version's
     except BaseException:
         lease.release()  # no generation holds it (a running one releases it with its last event too)
         raise
@@ -169,7 +173,8 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
 
 async def _generate_leased(state: ServingState, client: Request, lease: Lease, *, kind: Kind, endpoint: str,
                            prompt: list[dict[str, str]] | str, body: GenerationBody, max_tokens: int,
-                           stops: list[str], model: LoadedModel, prompt_ids: list[int], arrived: float) -> Response:
+                           stops: list[str], model: LoadedModel, prompt_ids: list[int], arrived: float,
+                           route: Route) -> Response:
     """Generate on the lease's target (an adapter, or the model itself); the lease ends with the
     request's last engine event, or when it is cancelled before it ran."""
     events, emit = _event_queue(lease)
@@ -196,7 +201,7 @@ async def _generate_leased(state: ServingState, client: Request, lease: Lease, *
         assert isinstance(first, Started)
         answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params,
                          arrived=arrived, request=request, events=events, lease=lease,
-                         model_id=body.model or state.model_name,
+                         model_id=body.model or state.model_name, route=route,
                          version=_answering_version(lease.target, first.version))
         if not body.stream:
             return await answer.whole()
@@ -260,6 +265,7 @@ class _Answer:
     events: asyncio.Queue[Received]
     lease: Lease
     model_id: str  # the model the request named (echoed, as OpenAI and vLLM do)
+    route: Route  # the alias that answers, and whether the canary split chose it (for the request log)
     version: str  # the one that started it: a swap never splits a request
     response_id: str = field(init=False)
     created: int = field(init=False)
@@ -350,8 +356,8 @@ class _Answer:
     async def _save(self, done: Finished, stream: bool) -> None:
         await asyncio.to_thread(self.state.record_answer, response_id=self.response_id, endpoint=self.endpoint,
                                 kind=self.kind, prompt=self.prompt, done=done, version=self.version,
-                                arrived=self.arrived,
-                                stream=stream, params=self.params)
+                                arrived=self.arrived, stream=stream, params=self.params,
+                                route=self.route.log_fields())
 
 
 def _usage(done: Finished) -> dict[str, int]:

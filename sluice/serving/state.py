@@ -15,6 +15,7 @@ from typing import Any
 from sluice.core.config import SluiceConfig
 from sluice.serving.adapters import ServedModels
 from sluice.serving.api import ApiError
+from sluice.serving.canary import RoutedApiError
 from sluice.serving.engine import Engine, Finished
 from sluice.serving.feedback import FeedbackStore
 from sluice.serving.model_source import AliasWatcher
@@ -58,15 +59,17 @@ class ServingState:
                 f"{serving.watch_seconds:g} s; POST /admin/reload checks at once)")
 
     def record_answer(self, *, response_id: str, endpoint: str, kind: str, prompt: list[dict[str, str]] | str,
-                      done: Finished, version: str, arrived: float, stream: bool, params: dict[str, Any]) -> None:
-        """Log the request and keep the answer for feedback (runs on a worker thread)."""
+                      done: Finished, version: str, arrived: float, stream: bool, params: dict[str, Any],
+                      route: dict[str, Any] | None = None) -> None:
+        """Log the request and keep the answer for feedback (runs on a worker thread); ``route``: the alias
+        that answered and whether the canary split chose it."""
         redacted_prompt, (completion,) = redact_prompt(prompt, self.pii_patterns, [done.text])
         self.feedback.record_response(response_id, endpoint=kind, model_version=version,
                                       prompt=redacted_prompt, completion=completion,
                                       finish_reason=done.finish_reason)
         self.request_log.write({
             "id": response_id, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint, "status": 200,
-            "model": self.model_name, "model_version": version, "stream": stream,
+            "model": self.model_name, "model_version": version, **(route or {}), "stream": stream,
             "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
             "time_to_first_token_ms": round(1000 * (done.first_token_at - arrived), 2),
             "batch_size": done.batch_size, "prompt_tokens": done.prompt_tokens,
@@ -74,10 +77,13 @@ class ServingState:
             "prompt": redacted_prompt, "completion": completion}, redacted=True)
 
     def record_rejection(self, endpoint: str, error: ApiError, arrived: float) -> None:
-        """Log a generation request answered with an error (runs on a worker thread)."""
+        """Log a generation request answered with an error (runs on a worker thread); one that failed after
+        it was routed names the version and alias it went to."""
+        routed = error if isinstance(error, RoutedApiError) else None
         self.request_log.write({"id": None, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint,
                                 "status": error.status, "model": self.model_name,
-                                "model_version": self.watcher.served_version(),
+                                "model_version": routed.version if routed else self.watcher.served_version(),
+                                **(routed.route.log_fields() if routed else {}),
                                 "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
                                 "error": {"message": error.message, "code": error.code, "param": error.param}},
                                redacted=True)

@@ -62,3 +62,54 @@ def test_the_nightly_retrain_is_scheduled_and_pausable():
     (schedule,) = DEPLOYMENTS["pipeline"]["schedules"]
     assert schedule["cron"] == "0 3 * * *" and schedule["active"] is True
     assert DEPLOYMENTS["pipeline"]["parameters"]["data_ref"] == "main"
+
+
+def _drift_event(on_drift: str):  # type: ignore[no-untyped-def]
+    """The monitor's drift event for one window, as the flow builds it."""
+    from datetime import UTC, datetime, timedelta
+
+    from sluice.core.monitoring.event import drift_event
+    from sluice.core.monitoring.report import MonitoringReport
+    from sluice.core.monitoring.statistics import AnswerSignals
+    from sluice.core.monitoring.traffic import Window
+
+    end = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    report = MonitoringReport(window=Window(start=end - timedelta(hours=1), end=end), model_name="sluicegate-model",
+                              version="7", data_commit=COMMIT, requests=40, other_versions=0, errors=0,
+                              training_prompts=600, answers=AnswerSignals(answers=40, empty_share=0.5,
+                                                                          refusal_share=0, ratings=0,
+                                                                          mean_rating=None))
+    return drift_event(report, ["empty answers: 50% > 10%", "refusals: 30% > 20%"], on_drift, "run-1")
+
+
+def _triggered_by_drift(on_drift: str) -> list[str]:
+    event = _drift_event(on_drift)
+    resource = Resource.model_validate(event.resource)
+    return sorted(d["name"] for d in DEPLOYMENTS.values() for t in d.get("triggers", [])
+                  if event.event in DeploymentEventTrigger(**t).expect
+                  and DeploymentEventTrigger(**t).match.matches(resource))
+
+
+@pytest.mark.parametrize(("on_drift", "deployment"), [("run-pipeline", "pipeline-on-drift"),
+                                                      ("notify", "notify-drift")])
+def test_a_drift_event_starts_the_configured_reaction_and_nothing_else(on_drift, deployment):
+    assert _triggered_by_drift(on_drift) == [deployment]
+
+
+def test_the_notification_is_rendered_from_the_drift_events_payload():
+    import jinja2
+
+    event = _drift_event("notify")
+    (trigger,) = DEPLOYMENTS["notify-drift"]["triggers"]
+    rendered = {name: jinja2.Template(template).render(event={"payload": event.payload})
+                for name, template in trigger["parameters"].items()}
+    assert rendered == {"model": "sluicegate-model", "version": "7", "window": event.payload["window"],
+                        "reasons": "empty answers: 50% > 10%\nrefusals: 30% > 20%", "monitoring_run": "run-1"}
+    flow = load_flow_from_entrypoint(str(REPO_ROOT / DEPLOYMENTS["notify-drift"]["entrypoint"]))
+    flow.validate_parameters(rendered)
+
+
+def test_the_monitor_runs_hourly_just_after_the_window_it_judges_closes():
+    (schedule,) = DEPLOYMENTS["monitor"]["schedules"]
+    assert schedule["cron"] == "5 * * * *" and schedule["active"] is True
+    assert DEPLOYMENTS["pipeline-on-drift"]["entrypoint"] == "flows/pipeline.py:pipeline"

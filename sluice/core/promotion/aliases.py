@@ -1,8 +1,10 @@
-"""Which registry aliases a promotion or a rollback moves, and moving them.
+"""Which registry aliases a promotion, a rollback or a canary moves, and moving them.
 
-:func:`alias_moves` and :func:`rollback_moves` are plain functions (tested by
-table); :func:`apply_promotion` and :func:`apply_rollback` apply their moves
-in the order given, each recorded in the ledger.
+:func:`alias_moves`, :func:`rollback_moves`, :func:`challenger_moves` and
+:func:`withdrawal_moves` are plain functions (tested by table);
+:func:`apply_promotion` and :func:`apply_rollback` apply their moves in the
+order given, each recorded in the ledger (a canary's, in
+:mod:`sluice.core.promotion.rollout`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sluice.core.errors import ExplainedError
 from sluice.core.lineage import FlowRun, LedgerAction
-from sluice.core.registry.client import CHAMPION, PREVIOUS, ModelRegistry
+from sluice.core.registry.client import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from sluice.core.registry.ledger import reconcile_ledger, record_move
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,26 @@ def rollback_moves(champion: str | None, previous: str | None) -> list[AliasMove
             "(an interrupted promotion or rollback); set @champion to a chosen version by hand"
         )
     return [AliasMove(CHAMPION, champion, previous), AliasMove(PREVIOUS, previous, None)]
+
+
+def challenger_moves(current_challenger: str | None, champion: str | None, candidate_version: str) -> list[AliasMove]:
+    """The move that puts ``candidate_version`` on trial as @challenger (replacing one on trial already).
+    Nothing when it already is @challenger (a rerun); an error when it is @champion (nothing to try)."""
+    if not candidate_version:
+        raise ValueError("candidate_version is empty: only a registered model version can be a challenger")
+    if champion == candidate_version:
+        raise ValueError(f"version {candidate_version} is @champion already: it cannot be its own challenger")
+    if current_challenger == candidate_version:
+        return []
+    return [AliasMove(CHALLENGER, current_challenger, candidate_version)]
+
+
+def withdrawal_moves(current_challenger: str | None, version: str) -> list[AliasMove]:
+    """The move that takes ``version`` off trial: @challenger deleted. Nothing when @challenger names
+    another version or none (it was withdrawn or replaced meanwhile: that version is not touched)."""
+    if current_challenger != version:
+        return []
+    return [AliasMove(CHALLENGER, version, None)]
 
 
 def apply_moves(registry: ModelRegistry, moves: list[AliasMove], action: LedgerAction, evidence: dict[str, Any],

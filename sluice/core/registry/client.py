@@ -22,6 +22,7 @@ from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, mlflow_client
 
 CHAMPION, PREVIOUS = "champion", "previous"
+CHALLENGER = "challenger"  # promotion.rollout canary: the version on trial, with a share of traffic
 COMPLETE = ".sluice-complete"  # written last in a downloaded version: a folder without it is an interrupted download
 
 

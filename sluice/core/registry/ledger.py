@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from sluice.core import lineage
 from sluice.core.lineage import FlowRun, LedgerAction
-from sluice.core.registry.client import CHAMPION, PREVIOUS, ModelRegistry
+from sluice.core.registry.client import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from sluice.core.registry.tracking import ensure_experiment
 
 
@@ -33,6 +33,7 @@ class LedgerEntry(BaseModel):
     action: LedgerAction
     flow_run: str
     evidence_run: str  # the ledger run; its artifact evidence.json holds the evidence
+    summary: str | None = None  # the evidence in one line, when the mover gave one (a canary's verdict)
 
 
 def record_move(registry: ModelRegistry, alias: str, from_version: str | None, to_version: str | None,
@@ -42,6 +43,8 @@ def record_move(registry: ModelRegistry, alias: str, from_version: str | None, t
     at = datetime.now(UTC)
     tags = lineage.ledger_tags(flow_run, model=registry.model_name, alias=alias, from_version=from_version,
                                to_version=to_version, action=action, at=at)
+    if evidence.get("summary"):  # shown by `sluice registry history` without opening the artifact
+        tags[lineage.LEDGER_SUMMARY] = str(evidence["summary"])[:5000]
     run = registry.client.create_run(experiment_id, start_time=int(at.timestamp() * 1000), tags=tags)
     registry.client.log_text(run.info.run_id, json.dumps(evidence, indent=2, default=str), "evidence.json")
     registry.client.set_terminated(run.info.run_id)
@@ -66,7 +69,8 @@ def _entry(run) -> LedgerEntry:  # type: ignore[no-untyped-def]
     return LedgerEntry(at=datetime.fromisoformat(tags[lineage.LEDGER_AT]), model=tags[lineage.LEDGER_MODEL],
                        alias=tags[lineage.LEDGER_ALIAS], from_version=tags.get(lineage.LEDGER_FROM) or None,
                        to_version=tags.get(lineage.LEDGER_TO) or None, action=tags[lineage.LEDGER_ACTION],
-                       flow_run=tags[lineage.LEDGER_FLOW_RUN], evidence_run=run.info.run_id)
+                       flow_run=tags[lineage.LEDGER_FLOW_RUN], evidence_run=run.info.run_id,
+                       summary=tags.get(lineage.LEDGER_SUMMARY))
 
 
 def served_at(entries: list[LedgerEntry], moment: datetime) -> str | None:
@@ -82,7 +86,7 @@ def reconcile_ledger(registry: ModelRegistry, flow_run: FlowRun) -> list[str]:
     """Record alias positions the ledger does not know (an interrupted move); what was repaired."""
     entries = read_ledger(registry)
     repaired = []
-    for alias in (CHAMPION, PREVIOUS):
+    for alias in (CHAMPION, PREVIOUS, CHALLENGER):
         recorded = next((e.to_version for e in reversed(entries) if e.alias == alias), None)
         actual = registry.alias_version(alias)
         if recorded != actual:

@@ -212,6 +212,8 @@ def registry_history(
         typer.echo(f"{entry.at.isoformat(timespec='seconds')}  @{entry.alias:<9} {entry.from_version or '-':>4} -> "
                    f"{entry.to_version or '-':<4} {entry.action:<9} flow run {entry.flow_run}  "
                    f"(evidence: run {entry.evidence_run})")
+        if entry.summary:  # a canary's verdict and its numbers
+            typer.echo(f"    {entry.summary}")
     if at:
         try:
             moment = datetime.fromisoformat(at)

@@ -1,0 +1,67 @@
+"""Watch a canary: promote @challenger or withdraw it, on what live traffic showed.
+
+Under ``promotion.rollout: canary`` the promote flow puts a gated version on trial as @challenger;
+serving sends it ``promotion.canary.share`` of the default model's requests. Each run of this flow
+(the ``watch-canary`` deployment runs it every few minutes):
+
+1. Reads the trial from the registry: @challenger, @champion, and the challenger's start and share tags
+   (a challenger set by hand starts its window now). Nothing is kept in memory between runs.
+2. Counts both sides' canary traffic since the start from the serving request log and feedback store
+   (``<serving.state_dir>/requests.jsonl`` and ``feedback.db``, or the paths given).
+3. Decides with ``decide_canary`` (a plain function): server-error rate, p95 latency, empty answers,
+   refusals, answer length and feedback rating against the configured bounds.
+4. Promote → @champion moves to the challenger (the old one → @previous) and @challenger is removed;
+   withdraw → @challenger is removed. Either way the version's tags and the ledger keep the evidence, and
+   the serving endpoint (``SLUICE_SERVING_URL``) is asked to reload. Not due yet → nothing moves.
+5. Reports both sides side by side with the verdict and every reason.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from sluice.core.config import SluiceConfig
+from sluice.core.promotion.canary import CanaryResult, canary_report, decide_canary
+from sluice.core.promotion.rollout import CanaryState, canary_evidence
+from sluice.core.registry.tracking import TrackingTarget
+from tasks.registry import resolve_tracking_target
+from tasks.rollout import end_trial, finish_promotion, measure_trial, read_trial, report_trial
+from tasks.serving import reload_serving
+
+
+@flow(name="watch-canary", log_prints=True)
+def watch_canary(request_log: str | None = None, feedback_db: str | None = None,
+                 config: SluiceConfig = SluiceConfig()) -> CanaryResult:  # noqa: B008 (a form default)
+    """Compare @challenger with @champion on live traffic; promote, withdraw, or keep watching."""
+    target = resolve_tracking_target(config.tracking)
+    state = read_trial(target, config.registry, config.promotion.canary.share)
+    if state.challenger is None:
+        result = CanaryResult(message="no @challenger: no canary to watch")
+    elif state.challenger == state.champion:
+        moves = finish_promotion(target, config.registry, state.challenger)
+        result = CanaryResult(message=f"version {state.challenger} is @champion already: @challenger removed",
+                              moves=moves)
+    elif state.champion is None:
+        result = CanaryResult(message=f"@challenger is version {state.challenger} but there is no @champion to "
+                                      "compare it with: set @champion, or promote it directly")
+    else:
+        result = judge(target, state, request_log or str(config.serving.state_dir / "requests.jsonl"),
+                       feedback_db or str(config.serving.state_dir / "feedback.db"), config)
+    get_run_logger().info("%s", result.message)
+    report_trial(canary_report(config.registry.model_name, result), result.message)
+    return result
+
+
+def judge(target: TrackingTarget, state: CanaryState, request_log: str, feedback_db: str,
+          config: SluiceConfig) -> CanaryResult:
+    """Count, decide, and act on the verdict (in enforce mode; dry-run only reports it)."""
+    assert state.challenger is not None and state.champion is not None and state.started is not None
+    evidence = measure_trial(request_log, feedback_db, state.challenger, state.champion, state.started)
+    verdict = decide_canary(evidence, config.promotion.canary)
+    if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
+        dry = " (dry-run: nothing moved)" if verdict.outcome != "watch" else ""
+        return CanaryResult(message=verdict.summary() + dry, verdict=verdict, evidence=evidence)
+    moves = end_trial(target, config.registry, verdict, canary_evidence(verdict, evidence))
+    if moves:
+        reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
+    return CanaryResult(message=verdict.summary(), verdict=verdict, evidence=evidence, moves=moves)

@@ -16,6 +16,7 @@ Rows of one batch may use different LoRA adapters of one PEFT model: every forwa
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from sluice.serving.engine import GenerationRequest
     from sluice.serving.loaded_model import LoadedModel
 
+log = logging.getLogger("sluice.serving")
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in adapter_names
 
 
@@ -40,6 +42,7 @@ class Row:
         self.first_token_at = 0.0
         self.last_token_at = 0.0
         self.token_gap = 0.0  # seconds between its last two tokens (inter-token latency)
+        self.error: Exception | None = None  # its token could not be chosen (see choose_tokens): it alone fails
         # neither streamed nor cut at stop strings: the text is decoded once, at the end
         self.lazy = not request.stream and not request.stop
         self.generator = None
@@ -110,7 +113,6 @@ class Row:
 def choose_tokens(logits: Any, rows: list[Row]) -> Any:
     """One token per row: argmax for temperature 0, else nucleus sampling at the row's temperature.
     A row short of its ``min_tokens`` cannot choose an end-of-turn token (vLLM's semantics)."""
-    import torch
 
     early = [j for j, row in enumerate(rows) if row.generated < row.request.min_tokens and row.model.eos_ids]
     if early:
@@ -122,15 +124,24 @@ def choose_tokens(logits: Any, rows: list[Row]) -> Any:
         request = row.request
         if request.temperature <= 0:
             continue
-        scaled = logits[j].float() / request.temperature
-        if request.top_p < 1.0:
-            ordered, order = torch.sort(scaled, descending=True)
-            cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-            drop = cumulative - torch.softmax(ordered, dim=-1) >= request.top_p  # keep the top token always
-            scaled = scaled.scatter(0, order[drop], float("-inf"))
-        probabilities = torch.softmax(scaled, dim=-1)
-        chosen[j] = torch.multinomial(probabilities, 1, generator=row.generator)[0]
+        try:
+            chosen[j] = _sample(logits[j], request.temperature, request.top_p, row.generator)
+        except RuntimeError as error:  # NaN or inf weights (a broken adapter): this row fails, its batch goes on
+            row.error = error
     return chosen
+
+
+def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
+    import torch
+
+    scaled = logits.float() / temperature
+    if top_p < 1.0:
+        ordered, order = torch.sort(scaled, descending=True)
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(ordered, dim=-1) >= top_p  # keep the top token always
+        scaled = scaled.scatter(0, order[drop], float("-inf"))
+    probabilities = torch.softmax(scaled, dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator)[0]
 
 
 def cache_can_join(cache: Any) -> bool:
@@ -231,8 +242,15 @@ class RunningBatch:
 
     def _push(self, rows: list[Row], tokens: Any) -> list[int]:
         """Give each row its token; the indices of the rows that go on."""
+        from sluice.serving.engine import Failed
+
         keep = []
         for j, row in enumerate(rows):
+            if row.error is not None:
+                log.error("a row failed, its batch goes on: %s", row.error)
+                row.done = True
+                row.request.emit(Failed(row.error))
+                continue
             finished = row.push(int(tokens[j]))
             self._on_token(row)
             if not finished and row.request.cancelled:  # its client went away

@@ -186,3 +186,20 @@ def test_a_request_for_an_adapter_the_model_lacks_fails_alone(model) -> None:  #
         engine.stop()
     error = lost.events[-1].error
     assert isinstance(error, LookupError) and "'gone-with-the-old-base' is not loaded" in str(error)
+
+
+def test_a_row_whose_token_cannot_be_sampled_fails_alone(model) -> None:  # type: ignore[no-untyped-def]
+    """Logits divided by a vanishing temperature overflow to inf, so the distribution is NaN and sampling
+    raises, as it does for an adapter with broken weights: that row fails, its batch neighbour does not."""
+    engine = Engine(max_batch_size=8, batch_wait_ms=200).start()  # both requests start together
+    engine.install(model)
+    broken, fine = Collector(), Collector()
+    try:
+        engine.submit(GenerationRequest(prompt=PROMPTS[0], max_tokens=6, temperature=1e-45, seed=1, emit=broken))
+        engine.submit(GenerationRequest(prompt=PROMPTS[1], max_tokens=6, temperature=0.0, emit=fine))
+        assert fine.finished.token_ids == hf_greedy(model, PROMPTS[1], 6)
+        assert fine.finished.batch_size == 2
+        assert broken.done.wait(30)
+    finally:
+        engine.stop()
+    assert isinstance(broken.events[-1].error, RuntimeError)

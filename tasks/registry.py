@@ -9,8 +9,9 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from sluice.core.config import RegistryConfig
+from sluice.core.config import EvaluationConfig, RegistryConfig, TrainingConfig
 from sluice.core.promotion.aliases import AliasMove, apply_promotion, apply_rollback
+from sluice.core.registry import prompts
 from sluice.core.registry.client import ModelRegistry, ModelVersionRef
 from sluice.core.registry.tracking import TrackingTarget, tracking_target
 from tasks import UNCACHED, current_flow_run
@@ -39,6 +40,23 @@ def register_model_version(target: TrackingTarget, registry: RegistryConfig, tra
     get_run_logger().info("%s %s version %s from run %s", "registered" if version.created else "found",
                           version.name, version.version, training_run_id)
     return version
+
+
+@task(name="register-prompts", **UNCACHED)
+def register_prompts(target: TrackingTarget, registry: RegistryConfig, training: TrainingConfig,
+                     evaluation: EvaluationConfig) -> prompts.PromptRefs:
+    """The candidate's system prompt and template in MLflow's prompt registry (a new prompt version only for
+    a changed text)."""
+    refs = prompts.register_prompts(ModelRegistry(target, registry.model_name),
+                                    prompts.prompt_set(training, evaluation))
+    get_run_logger().info("prompts: %s", ", ".join(f"{kind} {uri}" for kind, uri in refs.uris.items()))
+    return refs
+
+
+@task(name="link-prompts", **UNCACHED)
+def link_prompts(target: TrackingTarget, registry: RegistryConfig, version: str, refs: prompts.PromptRefs) -> None:
+    """The prompts named on the model version and linked to its logged model."""
+    prompts.link_prompts(ModelRegistry(target, registry.model_name), version, refs)
 
 
 @task(name="download-model-version", **UNCACHED)

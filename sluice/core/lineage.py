@@ -53,6 +53,10 @@ CANARY_SHARE = "sluice.canary.share"  # 0..1: the share of the default model's r
 CANARY_STARTED = "sluice.canary.started"  # ISO time it became @challenger: the watched window starts there
 CANARY_VERDICT = "sluice.canary.verdict"  # promote | withdraw
 CANARY_EVIDENCE = "sluice.canary.evidence"  # the verdict's reasons, with their numbers
+# the prompts a model version was evaluated with and is served with (sluice.core.registry.prompts):
+# prompts:/<name>/<version> in MLflow's prompt registry, and a digest of their texts (a changed prompt, a new version)
+PROMPT_TAG_PREFIX = "sluice.prompt."  # + system | template | training_system
+PROMPTS_DIGEST = "sluice.prompts_digest"
 # the alias ledger (one MLflow run per alias move)
 LEDGER_MODEL = "ledger.model"
 LEDGER_ALIAS = "ledger.alias"

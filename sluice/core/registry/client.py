@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from sluice.core.lineage import PROMPTS_DIGEST
 from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, mlflow_client
 
@@ -96,7 +97,7 @@ class ModelRegistry:
 
     def register(self, training_run_id: str, tags: dict[str, str], description: str = "") -> ModelVersionRef:
         """Register the training run's model, once: a rerun finds the version it registered before instead of
-        adding a duplicate. The version's source is the run's logged model (``models:/m-…``); a run logged
+        adding a duplicate (with ``tags`` naming a prompts digest, the version with the same prompts). The version's source is the run's logged model (``models:/m-…``); a run logged
         before there were logged models registers its ``model`` artifact folder, as it always did."""
         from mlflow.exceptions import MlflowException
 
@@ -107,6 +108,8 @@ class ModelRegistry:
             if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
         existing = self.client.search_model_versions(f"name = '{self.model_name}' and run_id = '{training_run_id}'")
+        if PROMPTS_DIGEST in tags:  # the same weights with other prompts are another version: a new candidate
+            existing = [v for v in existing if v.tags.get(PROMPTS_DIGEST) == tags[PROMPTS_DIGEST]]
         if existing:
             version = max(existing, key=lambda v: int(v.version))
             return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,

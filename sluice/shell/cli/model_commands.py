@@ -191,13 +191,27 @@ def rollback(
         typer.echo(f"@{alias}: {old or '-'} -> {new or '-'}")
 
 
+def _version_prompts(registry):  # type: ignore[no-untyped-def]
+    """version → its linked prompts in one line ("" for a version without), each version read once."""
+    from functools import cache
+
+    from sluice.core.registry.prompts import version_prompt_uris
+
+    @cache
+    def line(version: str) -> str:
+        return ", ".join(f"{kind} {uri}" for kind, uri in sorted(version_prompt_uris(registry, version).items()))
+
+    return line
+
+
 def registry_history(
     at: Annotated[Optional[str], typer.Option(help="Also say which version was @champion at this ISO time.")] = None,
     env: EnvName = None,
     config: ConfigFiles = None,
     overrides: Overrides = None,
 ) -> None:
-    """Every alias move of the registered model (the ledger), oldest first."""
+    """Every alias move of the registered model (the ledger), oldest first, with the prompts
+    (prompts:/name/version) each version served with."""
     from datetime import UTC, datetime
 
     resolved = resolve_config(env, config, overrides)
@@ -205,15 +219,19 @@ def registry_history(
     from sluice.core.registry.ledger import read_ledger, served_at
     from sluice.core.registry.tracking import tracking_target
 
-    entries = read_ledger(ModelRegistry(tracking_target(resolved.tracking), resolved.registry.model_name))
+    registry = ModelRegistry(tracking_target(resolved.tracking), resolved.registry.model_name)
+    entries = read_ledger(registry)
     if not entries:
         typer.echo(f"no alias moves recorded for {resolved.registry.model_name}")
+    prompts_of = _version_prompts(registry)
     for entry in entries:
         typer.echo(f"{entry.at.isoformat(timespec='seconds')}  @{entry.alias:<9} {entry.from_version or '-':>4} -> "
                    f"{entry.to_version or '-':<4} {entry.action:<9} flow run {entry.flow_run}  "
                    f"(evidence: run {entry.evidence_run})")
         if entry.summary:  # a canary's verdict and its numbers
             typer.echo(f"    {entry.summary}")
+        if entry.to_version and prompts_of(entry.to_version):  # the prompts it served with from then on
+            typer.echo(f"    prompts: {prompts_of(entry.to_version)}")
     if at:
         try:
             moment = datetime.fromisoformat(at)

@@ -1,7 +1,8 @@
 """Register the candidate and pass it through the gate.
 
-1. Register the training run's model as a version, with its lineage (once:
-   a rerun finds it).
+1. Register the training run's model as a version, with its lineage and its
+   prompts (system prompt, template: MLflow's prompt registry) — once: a
+   rerun finds it; the same weights with changed prompts are a new version.
 2. If the version already is @champion (an unchanged rerun), stop there:
    its tags and ledger keep the evidence it was promoted on.
 3. Decide with ``decide_promotion`` (a plain function): absolute minimums,
@@ -39,8 +40,10 @@ from sluice.core.training.results import TrainingResult
 from tasks import current_flow_run
 from tasks.registry import (
     alias_version,
+    link_prompts,
     promote_version,
     register_model_version,
+    register_prompts,
     resolve_tracking_target,
     roll_back,
     tag_version,
@@ -59,7 +62,11 @@ def promote(training: TrainingResult, evaluation: EvaluationReport,
                                       data_commit=training.data_commit, training_run=training.run_id,
                                       evaluation_run=evaluation.candidate.run_id, config_hash=training.config_hash,
                                       training_key=training.key)
-    version = register_model_version(target, config.registry, training.run_id, tags, training.data_commit)
+    # the prompts are part of the candidate: changed ones make a new version, which goes through the gate
+    prompt_refs = register_prompts(target, config.registry, config.training, config.evaluation)
+    version = register_model_version(target, config.registry, training.run_id,
+                                     {**tags, **prompt_refs.version_tags()}, training.data_commit)
+    link_prompts(target, config.registry, version.version, prompt_refs)
     if already_champion(alias_version(target, config.registry, CHAMPION), version.version):
         result = PromotionResult(version=version, decision=None, moves=[])  # no tag, no alias, no ledger entry
     else:
@@ -73,12 +80,14 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
                       config: SluiceConfig) -> PromotionResult:
     """The gate's decision as the version's tags, then the alias moves it calls for."""
     decision = decide_on_report(evaluation, version.version, config.promotion)
-    on_trial = decision.promote and config.promotion.rollout == "canary" and evaluation.champion is not None
+    rollout = config.promotion.rollout
+    on_trial = decision.promote and rollout in ("canary", "shadow") and evaluation.champion is not None
+    share = config.promotion.shadow.sample if rollout == "shadow" else config.promotion.canary.share
     if on_trial:
-        share = config.promotion.canary.share
+        what = "answers" if rollout == "canary" else "also answers, in the background (never returned),"
         decision = decision.model_copy(update={"reasons": [*decision.reasons, (
-            f"rollout canary: version {version.version} goes on trial as @challenger for {share:.0%} of the "
-            "default model's traffic; watch-canary promotes or withdraws it")]})
+            f"rollout {rollout}: version {version.version} goes on trial as @challenger and {what} {share:.0%} "
+            "of the default model's traffic; watch-canary promotes or withdraws it")]})
     # tags first: a champion always carries the evidence it was promoted on, even if the run died right after
     # the move (a rerun finds it already champion and records nothing again)
     tag_version(target, config.registry, version.version,
@@ -86,8 +95,7 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
                  lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     moves: list[AliasMove] = []
     if on_trial:
-        moves = put_on_trial(target, config.registry, version.version, config.promotion.canary.share,
-                             decision_evidence(decision, evaluation))
+        moves = put_on_trial(target, config.registry, version.version, share, decision_evidence(decision, evaluation))
         if moves:
             reload_serving(None)  # the endpoint serves @challenger beside @champion once it looks again
     elif decision.promote:

@@ -14,6 +14,11 @@ serving sends it ``promotion.canary.share`` of the default model's requests. Eac
    withdraw → @challenger is removed. Either way the version's tags and the ledger keep the evidence, and
    the serving endpoint (``SLUICE_SERVING_URL``) is asked to reload. Not due yet → nothing moves.
 5. Reports both sides side by side with the verdict and every reason.
+
+Under ``promotion.rollout: shadow`` the same flow judges the shadow instead: @challenger answered copies of
+the default model's requests in the background (never returned); step 2 pairs each shadow answer with the
+champion's answer to the same request (MiniLM semantic similarity, empty answers, failed shadow
+generations) and step 3 decides with ``decide_shadow``; steps 4 and 5 are the same.
 """
 
 from __future__ import annotations
@@ -23,18 +28,38 @@ from prefect import flow, get_run_logger
 from sluice.core.config import SluiceConfig
 from sluice.core.promotion.canary import CanaryResult, canary_report, decide_canary
 from sluice.core.promotion.rollout import CanaryState, canary_evidence
+from sluice.core.promotion.shadow import (
+    ShadowResult,
+    decide_shadow,
+    shadow_evidence,
+    shadow_report,
+)
 from sluice.core.registry.tracking import TrackingTarget
 from tasks.registry import resolve_tracking_target
-from tasks.rollout import end_trial, finish_promotion, measure_trial, read_trial, report_trial
+from tasks.rollout import (
+    end_trial,
+    finish_promotion,
+    measure_shadow_trial,
+    measure_trial,
+    read_trial,
+    report_trial,
+)
 from tasks.serving import reload_serving
 
 
 @flow(name="watch-canary", log_prints=True)
 def watch_canary(request_log: str | None = None, feedback_db: str | None = None,
-                 config: SluiceConfig = SluiceConfig()) -> CanaryResult:  # noqa: B008 (a form default)
+                 config: SluiceConfig = SluiceConfig()) -> CanaryResult | ShadowResult:  # noqa: B008 (a form default)
     """Compare @challenger with @champion on live traffic; promote, withdraw, or keep watching."""
     target = resolve_tracking_target(config.tracking)
-    state = read_trial(target, config.registry, config.promotion.canary.share)
+    shadow = config.promotion.rollout == "shadow"
+    state = read_trial(target, config.registry,
+                       config.promotion.shadow.sample if shadow else config.promotion.canary.share)
+    if shadow and state.challenger is not None and state.champion not in (None, state.challenger):
+        outcome = judge_shadow(target, state, request_log or str(config.serving.state_dir / "requests.jsonl"), config)
+        get_run_logger().info("%s", outcome.message)
+        report_trial(shadow_report(config.registry.model_name, outcome), outcome.message, key="shadow")
+        return outcome
     if state.challenger is None:
         result = CanaryResult(message="no @challenger: no canary to watch")
     elif state.challenger == state.champion:
@@ -65,3 +90,18 @@ def judge(target: TrackingTarget, state: CanaryState, request_log: str, feedback
     if moves:
         reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
     return CanaryResult(message=verdict.summary(), verdict=verdict, evidence=evidence, moves=moves)
+
+
+def judge_shadow(target: TrackingTarget, state: CanaryState, request_log: str, config: SluiceConfig) -> ShadowResult:
+    """Pair the shadow answers with the champion's, decide, and act as the canary does."""
+    assert state.challenger is not None and state.champion is not None and state.started is not None
+    evidence = measure_shadow_trial(request_log, state.challenger, state.champion, state.started,
+                                    config.evaluation.judge, config.promotion.shadow.max_judged)
+    verdict = decide_shadow(evidence, config.promotion.shadow)
+    if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
+        dry = " (dry-run: nothing moved)" if verdict.outcome != "watch" else ""
+        return ShadowResult(message=verdict.summary() + dry, verdict=verdict, evidence=evidence)
+    moves = end_trial(target, config.registry, verdict, shadow_evidence(verdict, evidence))
+    if moves:
+        reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
+    return ShadowResult(message=verdict.summary(), verdict=verdict, evidence=evidence, moves=moves)

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from sluice.core.config import RegistryConfig
+from sluice.core.config import JudgeConfig, RegistryConfig
 from sluice.core.promotion.aliases import AliasMove
 from sluice.core.promotion.canary import CanaryEvidence, CanaryVerdict
 from sluice.core.promotion.canary_traffic import measure_canary
@@ -23,6 +23,7 @@ from sluice.core.promotion.rollout import (
     read_canary,
     start_canary,
 )
+from sluice.core.promotion.shadow import ShadowEvidence, measure_shadow
 from sluice.core.registry.client import ModelRegistry
 from sluice.core.registry.tracking import TrackingTarget
 from tasks import UNCACHED, current_flow_run
@@ -61,6 +62,17 @@ def measure_trial(request_log: str, feedback_db: str, challenger: str, champion:
                           started=started)
 
 
+@task(name="measure-shadow", **UNCACHED)
+def measure_shadow_trial(request_log: str, challenger: str, champion: str, started: datetime, judge: JudgeConfig,
+                         max_judged: int) -> ShadowEvidence:
+    """The shadow answers since the trial started, paired with the champion's and compared (MiniLM; the
+    judge's pairwise preference too when ``judge`` names a model)."""
+    from sluice.core.evaluation.metrics.embeddings import default_embedder
+
+    return measure_shadow(Path(request_log), challenger=challenger, champion=champion, started=started,
+                          embedder=default_embedder(), judge=judge, max_judged=max_judged)
+
+
 @task(name="conclude-canary", **UNCACHED)
 def end_trial(target: TrackingTarget, registry: RegistryConfig, verdict: CanaryVerdict,
               evidence: dict[str, Any]) -> list[AliasMove]:
@@ -76,5 +88,5 @@ def finish_promotion(target: TrackingTarget, registry: RegistryConfig, version: 
 
 
 @task(name="report-canary", **UNCACHED)
-def report_trial(markdown: str, summary: str) -> None:
-    create_markdown_artifact(markdown=markdown, key="canary", description=summary[:500])
+def report_trial(markdown: str, summary: str, key: str = "canary") -> None:
+    create_markdown_artifact(markdown=markdown, key=key, description=summary[:500])

@@ -114,11 +114,11 @@ def with_errors_and_metrics(app: FastAPI, telemetry: Telemetry) -> FastAPI:
 
 def served_aliases(config: SluiceConfig) -> list[str]:
     """The aliases watched beside ``serving.alias``: ``serving.extra_aliases``, and ``challenger`` when the
-    promotion rollout is a canary (its traffic share would otherwise reach nothing)."""
+    promotion rollout is a canary or a shadow (its share of traffic would otherwise reach nothing)."""
     from sluice.core.registry.client import CHALLENGER
 
     extra = list(config.serving.extra_aliases)
-    if config.promotion.rollout == "canary" and CHALLENGER not in extra:
+    if config.promotion.rollout in ("canary", "shadow") and CHALLENGER not in extra:
         extra.append(CHALLENGER)
     return extra
 

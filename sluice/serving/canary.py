@@ -7,7 +7,8 @@ here (``serving.extra_aliases`` has it and its version can be served beside the 
 ``sluice.canary.share``, read when a new challenger is first routed and again every ``watch_seconds`` in
 the background, so the watch-canary flow (or an operator) can change it without a restart; a version
 without the tag gets no split traffic. A request that names an alias or a version explicitly is never
-split.
+split. Under ``promotion.rollout: shadow`` nothing is split: the champion answers every request, and the
+share (the same tag, by the same hash) picks the ones @challenger answers again in the background.
 
 Which side a request goes to is a stable hash of its key: the OpenAI body's ``user`` when given (one
 user stays on one side for the whole trial), else a fresh request id. The hash is salted with the
@@ -42,11 +43,13 @@ log = logging.getLogger("sluice.serving")
 @dataclass(frozen=True)
 class Route:
     """The public name a request is served under, the alias it picks (None: a version or an adapter named
-    directly) and whether the canary split chose it."""
+    directly), whether the canary split chose it, and whether @challenger shadows it (rollout shadow: its
+    answer is generated again with @challenger in the background, see sluice.serving.shadow)."""
 
     name: str
     alias: str | None
     canary: bool = False
+    shadow: bool = False
 
     def log_fields(self) -> dict[str, Any]:
         return {"alias": self.alias, "canary": self.canary}
@@ -135,9 +138,12 @@ async def choose_route(state: ServingState, body: GenerationBody) -> Route:
     share = await state.served.canary_shares.share(
         challenger.version, lambda: registry.client.get_model_version(name, challenger.version).tags.get(CANARY_SHARE),
         max_age=state.config.serving.watch_seconds)
+    key = body.user or uuid.uuid4().hex
+    if state.config.promotion.rollout == "shadow":  # the champion answers; the share is mirrored, never split
+        return Route(requested, alias, shadow=share > 0 and in_challenger_share(key, share, challenger.version))
     if share <= 0:
         return Route(requested, alias)
-    side = CHALLENGER if in_challenger_share(body.user or uuid.uuid4().hex, share, challenger.version) else main
+    side = CHALLENGER if in_challenger_share(key, share, challenger.version) else main
     return Route(f"{name}@{side}", side, canary=True)
 
 

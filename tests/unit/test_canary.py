@@ -114,7 +114,7 @@ def test_rollout_is_direct_by_default_and_canary_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="less than or equal to 1"):
         PromotionConfig(rollout="canary", canary={"share": 1.5})
     with pytest.raises(ValueError, match="rollout"):
-        PromotionConfig(rollout="shadow")
+        PromotionConfig(rollout="blue-green")  # shadow is one now (tests/serving/test_shadow_rollout.py)
 
 
 def test_challenger_and_withdrawal_moves() -> None:
@@ -202,6 +202,7 @@ def test_a_canary_rollout_serves_the_challenger_without_being_told() -> None:
 
     assert served_aliases(SluiceConfig()) == []
     assert served_aliases(SluiceConfig.model_validate({"promotion": {"rollout": "canary"}})) == ["challenger"]
+    assert served_aliases(SluiceConfig.model_validate({"promotion": {"rollout": "shadow"}})) == ["challenger"]
     both = SluiceConfig.model_validate({"promotion": {"rollout": "canary"},
                                         "serving": {"extra_aliases": ["challenger", "staging"]}})
     assert served_aliases(both) == ["challenger", "staging"]

@@ -375,13 +375,47 @@ class CanaryConfig(_Section):
         return self
 
 
+class ShadowConfig(_Section):
+    """``promotion.rollout: shadow``: which requests for the default model @challenger also answers in the
+    background (never returned), and the bounds its answers must keep against @champion's on the same requests."""
+
+    sample: float = Field(1.0, ge=0, le=1, description="Share of the requests for the default model mirrored to "
+                          "@challenger, by the canary's stable hash of `user` (else the request id). Written on the "
+                          "challenger version as the tag sluice.canary.share, which serving reads.")
+    window_seconds: float | None = Field(3600.0, gt=0, description="A verdict is due this long after the version "
+                                         "became @challenger (None: only min_requests decides) ...")
+    min_requests: int | None = Field(100, ge=1, description="... or once this many shadow answers can be compared "
+                                     "with the champion's, whichever comes first (None: only the window decides).")
+    early_withdraw_after: int | None = Field(20, ge=1, description="Withdraw before the verdict is due once this "
+                                             "many requests were mirrored and a bound is already broken.")
+    min_mean_similarity: float = Field(0.8, ge=-1, le=1, description="Lowest allowed mean MiniLM semantic "
+                                       "similarity of the shadow answers to the champion's answers.")
+    max_empty_rate_increase: float = Field(0.05, ge=0, le=1, description="Largest allowed rise of the share of "
+                                           "empty answers against @champion's on the same requests.")
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1, description="Largest allowed share of shadow "
+                                           "generations that failed (the champion answered every mirrored request).")
+    min_judge_preference: float = Field(0.4, ge=0, le=1, description="Only with evaluation.judge.model: lowest "
+                                        "allowed share of pairs the LLM judge prefers the shadow answer in (a tie "
+                                        "counts half; 0.5: as good as @champion).")
+    max_judged: int = Field(50, ge=1, description="Only with a judge: the latest this many pairs are judged.")
+
+    @model_validator(mode="after")
+    def _some_window(self) -> ShadowConfig:
+        if self.window_seconds is None and self.min_requests is None:
+            raise ValueError("window_seconds and min_requests are both None: a shadow would never be decided")
+        return self
+
+
 class PromotionConfig(_Section):
     """The gate between a registered version and @champion."""
 
-    rollout: Literal["direct", "canary"] = Field(
+    rollout: Literal["direct", "canary", "shadow"] = Field(
         "direct", description="direct: a version that passes the gate becomes @champion. canary: it becomes "
-        "@challenger with a share of live traffic, and the watch-canary flow promotes or withdraws it.")
+        "@challenger with a share of live traffic, and the watch-canary flow promotes or withdraws it. shadow: it "
+        "becomes @challenger and answers a copy of (a sample of) the requests in the background, never returned; "
+        "the watch-canary flow compares its answers with the champion's and promotes or withdraws it.")
     canary: CanaryConfig = Field(default_factory=CanaryConfig)  # type: ignore[arg-type]
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)  # type: ignore[arg-type]
     mode: Literal["enforce", "dry-run"] = Field(
         "enforce", description="enforce: move @champion on a pass. dry-run: decide and report, move nothing."
     )

@@ -112,7 +112,7 @@ def read_window(path: Path, window: Window, version: str) -> WindowTraffic:
     ids: list[str] = []
     other = errors = 0
     for record in _records(path):
-        if not window.contains(_moment(record, path)):
+        if record.get("shadow") or not window.contains(_moment(record, path)):  # a shadow answer was never served
             continue
         if record.get("status") != 200:
             errors += 1

@@ -27,8 +27,8 @@ def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) ->
     """The canary-routed requests since ``since`` per side; ``versions`` maps each side ("challenger",
     "champion") to the version whose answers count for it. A missing log is no traffic yet."""
     sides: dict[str, list[dict[str, Any]]] = {side: [] for side in versions}
-    for record in _lines(log_path):
-        if not record.get("canary") or _time(record) < since:
+    for record in log_records(log_path, ['"canary": true']):
+        if not record.get("canary") or record_time(record) < since:
             continue
         side = "challenger" if record.get("alias") == CHALLENGER else "champion"
         if record.get("model_version") == versions.get(side):
@@ -36,21 +36,23 @@ def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) ->
     return sides
 
 
-def _lines(log_path: Path) -> Iterator[dict[str, Any]]:
+def log_records(log_path: Path, marks: list[str]) -> Iterator[dict[str, Any]]:
+    """The request log's records whose line contains one of ``marks`` (a cheap test before the JSON parse);
+    a missing log is no traffic yet, and only the line being written may be incomplete."""
     if not log_path.is_file():
         return
     with log_path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
-            if '"canary": true' not in line:  # most lines: skip the JSON parse
+            if not any(mark in line for mark in marks):  # most lines: skip the JSON parse
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError as error:
-                if line.endswith("\n"):  # only the line being written may be incomplete
+                if line.endswith("\n"):
                     raise ValueError(f"{log_path}:{number} is not a JSON line: {error}") from None
 
 
-def _time(record: dict[str, Any]) -> datetime:
+def record_time(record: dict[str, Any]) -> datetime:
     at = datetime.fromisoformat(record["time"])
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sluice.core.lineage import PROMPTS_DIGEST
+from sluice.core.lineage import PROMPT_TAG_PREFIX, PROMPTS_DIGEST
 from sluice.core.registry.logged_model import find_logged_model
 from sluice.core.registry.tracking import TrackingTarget, mlflow_client
 
@@ -97,8 +97,9 @@ class ModelRegistry:
 
     def register(self, training_run_id: str, tags: dict[str, str], description: str = "") -> ModelVersionRef:
         """Register the training run's model, once: a rerun finds the version it registered before instead of
-        adding a duplicate (with ``tags`` naming a prompts digest, the version with the same prompts). The version's source is the run's logged model (``models:/m-…``); a run logged
-        before there were logged models registers its ``model`` artifact folder, as it always did."""
+        adding a duplicate (with ``tags`` naming a prompts digest, the version with the same prompts). The
+        version's source is the run's logged model (``models:/m-…``); a run logged before there were logged
+        models registers its ``model`` artifact folder, as it always did."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -109,9 +110,13 @@ class ModelRegistry:
                 raise
         existing = self.client.search_model_versions(f"name = '{self.model_name}' and run_id = '{training_run_id}'")
         if PROMPTS_DIGEST in tags:  # the same weights with other prompts are another version: a new candidate
-            existing = [v for v in existing if v.tags.get(PROMPTS_DIGEST) == tags[PROMPTS_DIGEST]]
+            # (a version without a digest was registered before prompts were tracked: it is reused, and tagged)
+            existing = [v for v in existing if v.tags.get(PROMPTS_DIGEST) in (tags[PROMPTS_DIGEST], None)]
         if existing:
             version = max(existing, key=lambda v: int(v.version))
+            if PROMPTS_DIGEST in tags and PROMPTS_DIGEST not in version.tags:
+                self.tag(str(version.version), {k: v for k, v in tags.items()
+                                                if v and (k == PROMPTS_DIGEST or k.startswith(PROMPT_TAG_PREFIX))})
             return ModelVersionRef(name=self.model_name, version=str(version.version), run_id=training_run_id,
                                    source=version.source, created=False)
         logged = find_logged_model(self.target, training_run_id)

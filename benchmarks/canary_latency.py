@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._common import emit_report, machine, quiet_offline_environment  # noqa: E402
 from benchmarks.adapter_swap import random_adapter, register_lora_versions  # noqa: E402
-from benchmarks.serving_throughput import MODEL_NAME, build_models, stop, wait_ready  # noqa: E402
+from benchmarks.serving_throughput import MODEL_NAME, build_models, start_sluice, stop, wait_ready  # noqa: E402
 
 quiet_offline_environment()
 QUESTIONS = ["When does the sluice at Elmbridge close?", "Who keeps the sluice at Pikemere?",
@@ -71,21 +70,8 @@ def registry_with_challenger(work: Path, base: Path, adapters: list[Path], share
 
 def start_canary_server(work: Path, tracking_uri: str) -> tuple[subprocess.Popen, str]:
     """``sluice serve`` watching @champion and @challenger, at nice -10 where allowed (root)."""
-    niced = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SLUICE_SERVING_API_KEYS": ""}
-    with (work / "sluice-serve.log").open("w") as log:  # the child keeps its own copy of the handle
-        process = subprocess.Popen(
-            [*niced, sys.executable, "-m", "sluice", "serve", "--port", "0", f"registry.model_name={MODEL_NAME}",
-             f"serving.state_dir={work / 'serving-state'}", "serving.max_batch_size=8",
-             "serving.watch_seconds=3600", "serving.max_tokens_limit=256", "promotion.rollout=canary"],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=work)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"at (http://[\d.]+:\d+)/v1", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"sluice serve did not start: {line}\n{(work / 'sluice-serve.log').read_text()[-3000:]}")
-    return process, match.group(1)
+    return start_sluice(work, env, 8, overrides=("promotion.rollout=canary",), nice=-10)
 
 
 async def load(url: str, concurrency: int, seconds: float, round_no: int) -> dict[str, Any]:

@@ -156,12 +156,16 @@ def prompts(folder: Path, count: int = 32) -> list[str]:
 # ------------------------------------------------------------------ the servers
 
 
-def start_sluice(work: Path, env: dict[str, str], max_batch_size: int) -> tuple[subprocess.Popen, str]:
+def start_sluice(work: Path, env: dict[str, str], max_batch_size: int, *, overrides: tuple[str, ...] = (),
+                 nice: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``sluice serve`` on a free port with the benchmark's settings plus ``overrides``; at ``nice`` (a raised
+    priority needs root, so only as root) to keep a busy machine's other work from timing it."""
+    niced = ["nice", "-n", str(nice)] if nice is not None and os.geteuid() == 0 else []
     with (work / "sluice-serve.log").open("w") as log:  # the child keeps its own copy of the handle
         process = subprocess.Popen(
-            [sys.executable, "-m", "sluice", "serve", "--port", "0", f"registry.model_name={MODEL_NAME}",
+            [*niced, sys.executable, "-m", "sluice", "serve", "--port", "0", f"registry.model_name={MODEL_NAME}",
              f"serving.state_dir={work / 'serving-state'}", f"serving.max_batch_size={max_batch_size}",
-             "serving.watch_seconds=3600", "serving.max_tokens_limit=256"],
+             "serving.watch_seconds=3600", "serving.max_tokens_limit=256", *overrides],
             stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=work)
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -4,18 +4,12 @@ line), and the descriptions that reports and quarantine reasons show for each co
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from sluice.core.data.contracts import ContractError, compile_checks, load_contract
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "contract.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
+from tests.unit.contract_files import write_contract
 
 
 def _error_of(path: Path) -> str:
@@ -25,7 +19,7 @@ def _error_of(path: Path) -> str:
 
 
 def test_each_problem_is_one_line_that_names_where_and_what(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         version: '1.0'
         schema:
           messages:
@@ -41,7 +35,7 @@ def test_each_problem_is_one_line_that_names_where_and_what(tmp_path: Path) -> N
 
 
 def test_a_problem_of_the_whole_contract_is_named_at_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         kind: eval
         version: 1.0.0
         schema:
@@ -56,7 +50,7 @@ def test_a_problem_of_the_whole_contract_is_named_at_the_file(tmp_path: Path) ->
 
 
 def test_every_compiled_rule_says_what_it_checks(tmp_path: Path) -> None:
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         kind: preference
         version: 1.0.0
         schema:

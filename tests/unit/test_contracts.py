@@ -21,6 +21,7 @@ from sluice.core.data.contracts import (
 )
 from sluice.core.data.kinds import CANONICAL, KINDS
 from tests.conftest import REPO_ROOT
+from tests.unit.contract_files import write_contract
 
 CONTRACTS = REPO_ROOT / "data_contracts"
 DEMO_CONTRACTS = REPO_ROOT / "demo" / "contracts"
@@ -51,12 +52,6 @@ MINIMAL = {
           rejected: {type: string}
         """,
 }
-
-
-def _write(tmp_path: Path, text: str, name: str = "contract.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def _line_of(path: Path, needle: str) -> int:
@@ -138,7 +133,7 @@ def test_the_preference_prompt_is_a_chat():
 
 
 def test_compile_checks_follows_a_hand_written_contract(tmp_path):
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         kind: eval
         version: 2.3.4
         schema:
@@ -168,7 +163,7 @@ def test_compile_checks_follows_a_hand_written_contract(tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_minimal_contracts_are_valid(tmp_path, kind):
-    contract = load_contract(_write(tmp_path, MINIMAL[kind]))
+    contract = load_contract(write_contract(tmp_path, MINIMAL[kind]))
     assert contract.kind == kind
     assert contract.on_failure.action == "fail"
     assert [c.rule for c in compile_checks(contract) if c.level == "dataset"] == []
@@ -243,7 +238,7 @@ UNKNOWN_KEYS = {
 @pytest.mark.parametrize("case", list(UNKNOWN_KEYS), ids=list(UNKNOWN_KEYS))
 def test_an_unknown_key_names_file_line_and_key(tmp_path, case):
     text, needle, dotted = UNKNOWN_KEYS[case]
-    path = _write(tmp_path, text)
+    path = write_contract(tmp_path, text)
     line = _line_of(path, needle)
     with pytest.raises(ContractError) as err:
         load_contract(path)
@@ -253,7 +248,7 @@ def test_an_unknown_key_names_file_line_and_key(tmp_path, case):
 
 
 def test_several_problems_are_reported_together(tmp_path):
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         kind: sft
         version: 1.0.0
         schema:
@@ -384,7 +379,7 @@ BAD_CONTRACTS = {
 @pytest.mark.parametrize("case", list(BAD_CONTRACTS), ids=list(BAD_CONTRACTS))
 def test_a_contract_that_does_not_fit_is_an_error(tmp_path, case):
     text, fragments = BAD_CONTRACTS[case]
-    path = _write(tmp_path, text)
+    path = write_contract(tmp_path, text)
     with pytest.raises(ContractError) as err:
         load_contract(path)
     message = str(err.value)
@@ -395,7 +390,7 @@ def test_a_contract_that_does_not_fit_is_an_error(tmp_path, case):
 
 @pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-beta", "one", "1.0.0.0"])
 def test_version_must_be_semver(tmp_path, version):
-    path = _write(tmp_path, MINIMAL["sft"].replace("version: 1.0.0", f"version: '{version}'"))
+    path = write_contract(tmp_path, MINIMAL["sft"].replace("version: 1.0.0", f"version: '{version}'"))
     with pytest.raises(ContractError) as err:
         load_contract(path)
     assert f"{path}:{_line_of(path, 'version')}: version:" in str(err.value)
@@ -403,7 +398,7 @@ def test_version_must_be_semver(tmp_path, version):
 
 
 def test_a_bad_regex_names_its_line(tmp_path):
-    path = _write(tmp_path, """\
+    path = write_contract(tmp_path, """\
         kind: preference
         version: 1.0.0
         schema:
@@ -424,13 +419,13 @@ def test_a_bad_regex_names_its_line(tmp_path):
 
 def test_a_pattern_on_a_field_the_kind_lacks(tmp_path):
     text = textwrap.dedent(MINIMAL["sft"]) + "rules:\n  patterns:\n    - {field: reference, regex: x}\n"
-    path = _write(tmp_path, text)
+    path = write_contract(tmp_path, text)
     with pytest.raises(ContractError, match=r"rules\.patterns\[0\]\.field: 'reference'"):
         load_contract(path)
 
 
 def test_invalid_yaml_is_a_contract_error(tmp_path):
-    path = _write(tmp_path, "kind: sft\nschema: {messages: [unclosed\n")
+    path = write_contract(tmp_path, "kind: sft\nschema: {messages: [unclosed\n")
     with pytest.raises(ContractError) as err:
         load_contract(path)
     assert str(path) in str(err.value)
@@ -447,7 +442,7 @@ def test_a_missing_file_is_a_contract_error(tmp_path):
 
 @pytest.mark.parametrize("text", ["- kind: sft\n", "just text\n", ""])
 def test_a_contract_must_be_a_mapping(tmp_path, text):
-    path = _write(tmp_path, text)
+    path = write_contract(tmp_path, text)
     with pytest.raises(ContractError, match="a contract is a mapping"):
         load_contract(path)
 

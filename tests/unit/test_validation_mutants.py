@@ -5,7 +5,6 @@ Great Expectations caught inside a rule is read, and how observed values become 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ from sluice.core.data.contracts import Check, Contract, ContractError, contract_
 from sluice.core.data.prepare import prepare_batch, read_frame
 from sluice.core.data.readers import SourceFile
 from sluice.core.data.validation import _error, _expectation, _import_gx, _plain, validate_batch
+from tests.unit.contract_files import write_contract
 from tests.conftest import REPO_ROOT
 
 DEMO_CONTRACTS = REPO_ROOT / "demo" / "contracts"  # the demo's: its sft contract allows only some sources
@@ -76,9 +76,7 @@ def _frame(tmp_path: Path, kind: str, rows: list[dict]) -> pd.DataFrame:
 
 
 def _contract(tmp_path: Path, text: str) -> Contract:
-    path = tmp_path / "contract.yaml"
-    path.write_text(textwrap.dedent(text))
-    return load_contract(path)
+    return load_contract(write_contract(tmp_path, text))
 
 
 def test_token_bounds_and_non_empty_turns_include_their_edges(tmp_path: Path) -> None:

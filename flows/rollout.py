@@ -9,7 +9,8 @@ serving sends it ``promotion.canary.share`` of the default model's requests. Eac
 2. Counts both sides' canary traffic since the start from the serving request log and feedback store
    (``<serving.state_dir>/requests.jsonl`` and ``feedback.db``, or the paths given).
 3. Decides with ``decide_canary`` (a plain function): server-error rate, p95 latency, empty answers,
-   refusals, answer length and feedback rating against the configured bounds.
+   refusals, answer length, feedback rating and, when ``evaluation.judge.model`` is set, the LLM judge's
+   reference-free score of each side's latest answers against the configured bounds.
 4. Promote → @champion moves to the challenger (the old one → @previous) and @challenger is removed;
    withdraw → @challenger is removed. Either way the version's tags and the ledger keep the evidence, and
    the serving endpoint (``SLUICE_SERVING_URL``) is asked to reload. Not due yet → nothing moves.
@@ -81,7 +82,8 @@ def judge(target: TrackingTarget, state: CanaryState, request_log: str, feedback
           config: SluiceConfig) -> CanaryResult:
     """Count, decide, and act on the verdict (in enforce mode; dry-run only reports it)."""
     assert state.challenger is not None and state.champion is not None and state.started is not None
-    evidence = measure_trial(request_log, feedback_db, state.challenger, state.champion, state.started)
+    evidence = measure_trial(request_log, feedback_db, state.challenger, state.champion, state.started,
+                             config.evaluation.judge, config.promotion.canary.judge_sample)
     verdict = decide_canary(evidence, config.promotion.canary)
     if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
         dry = " (dry-run: nothing moved)" if verdict.outcome != "watch" else ""

@@ -55,11 +55,12 @@ def read_trial(target: TrackingTarget, registry: RegistryConfig, share: float) -
 
 
 @task(name="measure-canary", **UNCACHED)
-def measure_trial(request_log: str, feedback_db: str, challenger: str, champion: str,
-                  started: datetime) -> CanaryEvidence:
-    """Both sides' canary traffic since the trial started, from the serving request log and feedback store."""
+def measure_trial(request_log: str, feedback_db: str, challenger: str, champion: str, started: datetime,
+                  judge: JudgeConfig | None = None, judge_sample: int = 20) -> CanaryEvidence:
+    """Both sides' canary traffic since the trial started, from the serving request log and feedback store;
+    each side's latest ``judge_sample`` answers rated by the LLM judge too when ``judge`` names a model."""
     return measure_canary(Path(request_log), Path(feedback_db), challenger=challenger, champion=champion,
-                          started=started)
+                          started=started, judge=judge, judge_sample=judge_sample)
 
 
 @task(name="measure-shadow", **UNCACHED)

@@ -42,7 +42,8 @@ def _evidence(seconds: float = 700, **challenger: object) -> CanaryEvidence:
 def test_a_challenger_within_every_bound_is_promoted_once_due() -> None:
     verdict = decide_canary(_evidence(), _policy())
     assert verdict.outcome == "promote" and verdict.failed == [] and verdict.due
-    assert len(verdict.reasons) == 7 and all(r.endswith(": ok") or "not compared" in r for r in verdict.reasons[1:])
+    assert len(verdict.reasons) == 8 and all(r.endswith(": ok") or "not compared" in r for r in verdict.reasons[1:])
+    assert verdict.reasons[-1] == "LLM judge: no evaluation.judge.model configured: not compared"
     assert verdict.summary().startswith("promote version 3 (canary against champion version 2, 100 vs 400 requests")
 
 

@@ -5,10 +5,8 @@ are shown in both orders, so a judge that always says "A" prefers neither side).
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,42 +15,27 @@ from sluice.core.config import JudgeConfig
 from sluice.core.config.sections import ShadowConfig
 from sluice.core.evaluation.metrics.embeddings import default_embedder
 from sluice.core.promotion.shadow import decide_shadow, measure_shadow
+from tests.judge_endpoint import judge_endpoint
 
 pytestmark = pytest.mark.slow  # loads MiniLM
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def pairwise_verdict(body: dict) -> str:
+    """Prefers the answer mentioning the keeper; ``always-a`` as the model: always says A."""
+    prompt = body["messages"][-1]["content"]
+    first = prompt.split("Answer A:")[1].split("Answer B:")[0]
+    better = "A" if body["model"] == "always-a" or "keeper" in first else "B"
+    return "not json" if "Q-broken" in prompt else json.dumps({"better": better})
+
+
 @pytest.fixture
-def judge_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """A judge that prefers the answer mentioning the keeper; ``always-a`` as the model: always says A."""
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][-1]["content"]
-            seen.append(prompt)
-            first = prompt.split("Answer A:")[1].split("Answer B:")[0]
-            better = "A" if body["model"] == "always-a" or "keeper" in first else "B"
-            content = "not json" if "Q-broken" in prompt else json.dumps({"better": better})
-            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                               "choices": [{"index": 0, "finish_reason": "stop",
-                                            "message": {"role": "assistant", "content": content}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SLUICE_JUDGE_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
-    yield seen
-    server.shutdown()
+def judge_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """The judge's endpoint in SLUICE_JUDGE_BASE_URL; the request bodies it received."""
+    with judge_endpoint(pairwise_verdict) as (url, seen):
+        monkeypatch.setenv("SLUICE_JUDGE_BASE_URL", url)
+        yield seen
 
 
 def write_log(path: Path, pairs: list[tuple[str, str, str]], failed: int = 0) -> None:
@@ -69,7 +52,7 @@ def write_log(path: Path, pairs: list[tuple[str, str, str]], failed: int = 0) ->
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_pairs_similarity_and_the_judges_preference(judge_url: list[str], tmp_path: Path) -> None:
+def test_pairs_similarity_and_the_judges_preference(judge_url: list[dict], tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     good, bad = "The keeper of the sluice is Ada.", "Bread is baked at dawn."
     write_log(log, [("Who keeps the sluice? Q-broken", good, bad)] + [("Who keeps the sluice?", good, bad)] * 4,
@@ -81,7 +64,8 @@ def test_pairs_similarity_and_the_judges_preference(judge_url: list[str], tmp_pa
     assert (evidence.mirrored, evidence.errors, evidence.compared) == (6, 1, 5)
     assert evidence.mean_similarity is not None and evidence.mean_similarity < 0.5
     assert (evidence.judge_preference, evidence.judged, evidence.judge_failed) == (0.0, 5, 1)
-    assert "Answer A:\nThe keeper" in judge_url[0] and "Answer B:\nThe keeper" in judge_url[1]  # both orders
+    prompts = [body["messages"][-1]["content"] for body in judge_url]
+    assert "Answer A:\nThe keeper" in prompts[0] and "Answer B:\nThe keeper" in prompts[1]  # both orders
     verdict = decide_shadow(evidence, ShadowConfig(min_requests=5, min_mean_similarity=0.1))
     assert verdict.outcome == "withdraw"
     assert any(f.startswith("judge's preference for @challenger 0.00 over 4 judged pairs") for f in verdict.failed)

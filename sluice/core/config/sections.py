@@ -367,6 +367,10 @@ class CanaryConfig(_Section):
                                              "refusals against @champion.")
     max_length_drift: float = Field(0.5, ge=0, description="Largest allowed relative change of the mean answer "
                                     "length in tokens against @champion: |challenger / champion - 1|.")
+    min_judge_delta: float = Field(-0.5, description="Only with evaluation.judge.model: smallest allowed difference "
+                                   "of the LLM judge's mean reference-free score (1-5), challenger minus champion.")
+    judge_sample: int = Field(20, ge=1, description="Only with a judge: each side's latest this many answered canary "
+                              "requests are rated (judge calls per watch run: twice this).")
 
     @model_validator(mode="after")
     def _some_window(self) -> CanaryConfig:

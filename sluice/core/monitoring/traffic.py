@@ -4,7 +4,8 @@ prompts of the training data.
 The request log is ``sluice serve``'s ``requests.jsonl`` (one JSON object per request, PII already redacted:
 ``time``, ``status``, ``model_version``, ``prompt`` — chat messages or text —, ``completion``, ``id``); the
 feedback store is its ``feedback.db`` (table ``feedback``: ``response_id``, ``rating`` 1-5). Both are read,
-never written: the server may be appending meanwhile.
+never written: the server may be appending meanwhile (the log is read by sluice.core.request_log, as the
+canary's counts read it).
 
 A prompt is compared by the user's words: a chat request's last user turn (the new question; earlier turns
 were asked before), a completion request's text; on the training side every user turn of every published
@@ -13,10 +14,9 @@ conversation (``messages`` of sft data, ``prompt`` of preference data).
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sluice.core.errors import ExplainedError
+from sluice.core.request_log import log_records, record_time
 
 
 class RequestLogMissing(ExplainedError, FileNotFoundError):
@@ -78,28 +79,6 @@ def prompt_text(prompt: Any) -> str:
     return ""
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    """The log's records; a torn last line (the server writing now) is not one yet."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                if not line.endswith("\n"):  # the line being appended right now
-                    return
-                raise ValueError(f"{path}:{number}: not a JSON record ({error.msg})") from error
-
-
-def _moment(record: dict[str, Any], path: Path) -> datetime:
-    try:
-        moment = datetime.fromisoformat(str(record["time"]))
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{path}: record {record.get('id')!r} has no ISO 'time' ({error})") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def read_window(path: Path, window: Window, version: str) -> WindowTraffic:
     """The window's requests answered by ``version``, streamed from the log (memory grows with the window,
     not with the log)."""
@@ -111,8 +90,9 @@ def read_window(path: Path, window: Window, version: str) -> WindowTraffic:
     answers: list[str] = []
     ids: list[str] = []
     other = errors = 0
-    for record in _records(path):
-        if record.get("shadow") or not window.contains(_moment(record, path)):  # a shadow answer was never served
+    for record in log_records(path):
+        # a shadow answer was never served
+        if record.get("shadow") or not window.contains(record_time(record, path)):
             continue
         if record.get("status") != 200:
             errors += 1

@@ -13,7 +13,8 @@ sentence with its numbers (all checked, all reported), and says what to do:
 
 A bound that cannot be measured (no answer on one side) counts as broken, like an unmeasured metric at
 the gate; only the feedback rating is skipped while either side has fewer than ``min_ratings``
-ratings (feedback is sparse, and its absence says nothing against the challenger).
+ratings (feedback is sparse, and its absence says nothing against the challenger), and the LLM judge's
+score when no judge is configured (``evaluation.judge.model``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class SideTraffic(BaseModel):
     mean_completion_tokens: float | None = None
     ratings: int = 0  # feedback ratings on its answers
     mean_rating: float | None = None
+    judged: int = 0  # of its latest answers, those the LLM judge rated (1-5) ...
+    judge_failed: int = 0  # ... and those whose judge call failed or gave no score (counted, never scored)
+    mean_judge_score: float | None = None
 
     @property
     def answered(self) -> int:
@@ -67,6 +71,7 @@ class CanaryEvidence(BaseModel):
     champion: SideTraffic
     started: datetime
     measured_at: datetime
+    judge_model: str | None = None  # the LLM judge that rated both sides; None: no judge configured
 
     @property
     def elapsed_seconds(self) -> float:
@@ -74,6 +79,7 @@ class CanaryEvidence(BaseModel):
 
 
 class CanaryVerdict(BaseModel):
+    kind: Literal["canary", "shadow"] = "canary"  # which rollout judged it (the summary says so)
     outcome: CanaryOutcome
     due: bool  # the window is over or the challenger has answered min_requests
     challenger: str
@@ -84,7 +90,7 @@ class CanaryVerdict(BaseModel):
 
     def summary(self) -> str:
         """One line for logs, the ledger and ``sluice registry history``."""
-        head = f"{self.outcome} version {self.challenger} (canary against champion version {self.champion}, " \
+        head = f"{self.outcome} version {self.challenger} ({self.kind} against champion version {self.champion}, " \
                f"{self.traffic})"
         if self.outcome == "watch":
             return f"{head}: no verdict yet" + (f"; {len(self.failed)} bound(s) broken so far" if self.failed else "")
@@ -114,6 +120,7 @@ def decide_canary(evidence: CanaryEvidence, policy: CanaryConfig) -> CanaryVerdi
             _increase("refusals", challenger.refusal_rate, champion.refusal_rate, policy.max_refusal_rate_increase),
             _length(challenger.mean_completion_tokens, champion.mean_completion_tokens, policy.max_length_drift),
             _rating(challenger, champion, policy),
+            _judge(challenger, champion, evidence.judge_model, policy.min_judge_delta),
         ]
     failed = [c.sentence for c in checks if not c.passed]
     early = bool(failed) and policy.early_withdraw_after is not None \
@@ -201,6 +208,23 @@ def _rating(challenger: SideTraffic, champion: SideTraffic, policy: CanaryConfig
     return _Check(False, f"{head}, below the allowed {policy.min_rating_delta:+.2f}")
 
 
+def _judge(challenger: SideTraffic, champion: SideTraffic, model: str | None, bound: float) -> _Check:
+    if model is None:
+        return _Check(True, "LLM judge: no evaluation.judge.model configured: not compared")
+    for side, name in ((challenger, "@challenger"), (champion, "@champion")):
+        if side.mean_judge_score is None:
+            return _Check(False, f"LLM judge score: not measured on {name} ({side.judge_failed} judge call(s) "
+                                 "failed, none rated), so a worse challenger cannot be ruled out")
+    assert challenger.mean_judge_score is not None and champion.mean_judge_score is not None
+    delta = challenger.mean_judge_score - champion.mean_judge_score
+    head = (f"LLM judge score (1-5) {challenger.mean_judge_score:.2f} ({challenger.judged} rated, "
+            f"{challenger.judge_failed} failed) against {champion.mean_judge_score:.2f} ({champion.judged} rated, "
+            f"{champion.judge_failed} failed) for @champion: {delta:+.2f}")
+    if delta >= bound - 1e-12:
+        return _Check(True, f"{head}, within the allowed {bound:+.2f}: ok")
+    return _Check(False, f"{head}, below the allowed {bound:+.2f}")
+
+
 class CanaryResult(BaseModel):
     """What one look at the canary found and did."""
 
@@ -224,9 +248,13 @@ def canary_report(model_name: str, result: CanaryResult) -> str:
             ("mean answer length (tokens)", _num(c.mean_completion_tokens), _num(ch.mean_completion_tokens)),
             ("feedback rating (count)", f"{_num(c.mean_rating)} ({c.ratings})",
              f"{_num(ch.mean_rating)} ({ch.ratings})")]
+    if evidence.judge_model is not None:
+        rows.append((f"LLM judge score, {evidence.judge_model} (rated, failed)",
+                     f"{_num(c.mean_judge_score)} ({c.judged}, {c.judge_failed})",
+                     f"{_num(ch.mean_judge_score)} ({ch.judged}, {ch.judge_failed})"))
     lines = [f"# {model_name}: canary of version {c.version}: {verdict.outcome.upper()}", "",
-             f"- window: {evidence.started.isoformat(timespec='seconds')} → "
-             f"{evidence.measured_at.isoformat(timespec='seconds')} ({evidence.elapsed_seconds:.0f} s)", "",
+             (f"- window: {evidence.started.isoformat(timespec='seconds')} → "
+              f"{evidence.measured_at.isoformat(timespec='seconds')} ({evidence.elapsed_seconds:.0f} s)"), "",
              f"| | @challenger (version {c.version}) | @champion (version {ch.version}) |", "|---|---|---|",
              *[f"| {name} | {a} | {b} |" for name, a, b in rows], "",
              f"**Verdict:** {verdict.summary()}", "", *[f"- {reason}" for reason in verdict.reasons]]

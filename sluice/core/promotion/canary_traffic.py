@@ -4,23 +4,24 @@
 for the default model that the canary split routed carries ``"canary": true`` and the ``alias`` that
 answered it (``challenger`` or the main alias) with its ``model_version``. Only those are compared: both
 sides then saw the same kind of traffic. Ratings come from ``<state_dir>/feedback.db`` (read-only), joined
-on the response id. Nothing here is kept in memory between runs: a restarted watcher counts again from
-the window's start.
+on the response id. When a judge is configured (``evaluation.judge.model``), each side's latest
+``judge_sample`` answers are rated by it too (sluice.core.promotion.judge_checks). Nothing here is kept in
+memory between runs: a restarted watcher counts again from the window's start.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sluice.core.config.sections import JudgeConfig
 from sluice.core.evaluation.metrics.refusal import is_refusal
 from sluice.core.promotion.canary import CanaryEvidence, SideTraffic
 from sluice.core.registry.client import CHALLENGER
+from sluice.core.request_log import chat_text, log_records, record_time
 
 
 def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -34,27 +35,6 @@ def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) ->
         if record.get("model_version") == versions.get(side):
             sides[side].append(record)
     return sides
-
-
-def log_records(log_path: Path, marks: list[str]) -> Iterator[dict[str, Any]]:
-    """The request log's records whose line contains one of ``marks`` (a cheap test before the JSON parse);
-    a missing log is no traffic yet, and only the line being written may be incomplete."""
-    if not log_path.is_file():
-        return
-    with log_path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not any(mark in line for mark in marks):  # most lines: skip the JSON parse
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                if line.endswith("\n"):
-                    raise ValueError(f"{log_path}:{number} is not a JSON line: {error}") from None
-
-
-def record_time(record: dict[str, Any]) -> datetime:
-    at = datetime.fromisoformat(record["time"])
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def latest_ratings(feedback_db: Path, response_ids: set[str]) -> dict[str, int]:
@@ -91,11 +71,28 @@ def _p95(values: list[float]) -> float | None:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def judged_side(side: SideTraffic, records: list[dict[str, Any]], judge: JudgeConfig, sample: int) -> SideTraffic:
+    """``side`` with the judge's reference-free scores of its latest ``sample`` answers."""
+    from sluice.core.promotion.judge_checks import judge_scores
+
+    assert judge.model is not None
+    latest = [r for r in records if r.get("status") == 200][-sample:]
+    prompts, answers = [chat_text(r.get("prompt")) for r in latest], [str(r.get("completion") or "") for r in latest]
+    scores = judge_scores(prompts, answers, model=judge.model, timeout_seconds=judge.timeout_seconds)
+    return side.model_copy(update={"judged": scores.judged, "judge_failed": scores.failed,
+                                   "mean_judge_score": scores.mean})
+
+
 def measure_canary(log_path: Path, feedback_db: Path, *, challenger: str, champion: str, started: datetime,
+                   judge: JudgeConfig | None = None, judge_sample: int = 20,
                    now: datetime | None = None) -> CanaryEvidence:
-    """Both sides' traffic from ``started`` until now."""
+    """Both sides' traffic from ``started`` until now; rated by the judge too when ``judge`` names a model."""
     sides = canary_records(log_path, started, {"challenger": challenger, "champion": champion})
     ratings = latest_ratings(feedback_db, {r["id"] for records in sides.values() for r in records if r.get("id")})
-    return CanaryEvidence(challenger=side_traffic(challenger, sides["challenger"], ratings),
-                          champion=side_traffic(champion, sides["champion"], ratings), started=started,
-                          measured_at=now or datetime.now(UTC))
+    counted = {name: side_traffic(version, sides[name], ratings)
+               for name, version in (("challenger", challenger), ("champion", champion))}
+    judge_model = judge.model if judge is not None else None
+    if judge is not None and judge_model:
+        counted = {name: judged_side(side, sides[name], judge, judge_sample) for name, side in counted.items()}
+    return CanaryEvidence(challenger=counted["challenger"], champion=counted["champion"], started=started,
+                          measured_at=now or datetime.now(UTC), judge_model=judge_model or None)

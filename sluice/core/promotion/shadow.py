@@ -15,14 +15,14 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from sluice.core.config.sections import JudgeConfig, ShadowConfig
 from sluice.core.promotion.aliases import AliasMove
 from sluice.core.promotion.canary import CanaryOutcome, CanaryVerdict, _Check, _increase
-from sluice.core.promotion.canary_traffic import log_records, record_time
+from sluice.core.request_log import chat_text, log_records, record_time
 
 if TYPE_CHECKING:
     from sluice.core.evaluation.metrics.embeddings import Embedder
@@ -55,16 +55,9 @@ class ShadowEvidence(BaseModel):
 
 
 class ShadowVerdict(CanaryVerdict):
-    """The canary's verdict shape (so the same code concludes it), told as a shadow's."""
+    """The canary's verdict shape (so the same code concludes it and one summary tells it), as a shadow's."""
 
-    def summary(self) -> str:
-        head = f"{self.outcome} version {self.challenger} (shadow against champion version {self.champion}, " \
-               f"{self.traffic})"
-        if self.outcome == "watch":
-            return f"{head}: no verdict yet" + (f"; {len(self.failed)} bound(s) broken so far" if self.failed else "")
-        if not self.failed:
-            return f"{head}: every bound held"
-        return f"{head}: {len(self.failed)} bound(s) broken: " + "; ".join(self.failed)
+    kind: Literal["canary", "shadow"] = "shadow"
 
 
 class ShadowResult(BaseModel):
@@ -95,18 +88,11 @@ def shadow_pairs(log_path: Path, since: datetime, challenger: str, champion: str
             if record.get("model_version") == challenger and record_time(record) >= since:
                 shadows.append(record)
         elif record.get("model_version") == champion and record.get("status") == 200 and record.get("id"):
-            champion_answers[record["id"]] = (_prompt_text(record.get("prompt")), str(record.get("completion") or ""))
+            champion_answers[record["id"]] = (chat_text(record.get("prompt")), str(record.get("completion") or ""))
     errors = sum(1 for r in shadows if int(r.get("status") or 0) >= 500)
     pairs = [Pair(*champion_answers[r["shadows"]], str(r.get("completion") or "")) for r in shadows
              if r.get("status") == 200 and r.get("shadows") in champion_answers]
     return errors, pairs
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, list):
-        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in prompt if isinstance(m, dict))
-    return str(prompt or "")
-
 
 
 def measure_shadow(log_path: Path, *, challenger: str, champion: str, started: datetime, embedder: Embedder,
@@ -115,7 +101,7 @@ def measure_shadow(log_path: Path, *, challenger: str, champion: str, started: d
     """The shadow evidence from ``started`` until now; similarity with ``embedder`` (MiniLM), and the judge's
     preference over the latest ``max_judged`` pairs when ``judge`` names a model."""
     from sluice.core.evaluation.metrics.text import semantic_similarity_scores
-    from sluice.core.promotion.shadow_judge import Preference, judge_preference
+    from sluice.core.promotion.judge_checks import Preference, judge_preference
 
     errors, pairs = shadow_pairs(log_path, started, challenger, champion)
     similarities = semantic_similarity_scores([p.challenger for p in pairs], [p.champion for p in pairs], embedder)

@@ -3,7 +3,9 @@
 1. Pin the eval set at the training's data commit.
 2. Evaluate the candidate (the training run's merged model).
 3. Evaluate what it is compared with, now, on the same rows: the current
-   @champion, or — before there is one — the untrained base model.
+   @champion with its own linked prompts (those it serves with; the
+   candidate has the configured ones, so a changed prompt is measured), or
+   — before there is one — the untrained base model.
 4. Paired bootstrap confidence intervals of candidate minus that reference,
    per metric, on the same samples.
 """
@@ -22,7 +24,13 @@ from sluice.core.training.results import TrainingResult
 from tasks.evaluate import compare_models, evaluate_model, read_training_pii
 from tasks.finetune import download_training_model, resolve_base_model
 from tasks.lakefs import pin_published_data
-from tasks.registry import alias_version, download_model_version, resolve_tracking_target, version_identity
+from tasks.registry import (
+    alias_version,
+    download_model_version,
+    evaluation_as_served,
+    resolve_tracking_target,
+    version_identity,
+)
 
 
 @flow(name="evaluate", log_prints=True)
@@ -52,7 +60,8 @@ def evaluate_champion(version: str, eval_data: PublishedData, target: TrackingTa
                       config: SluiceConfig, known_pii: KnownPii | None = None) -> EvaluatedModel:
     model_dir = download_model_version(target, config.registry, version,
                                        str(config.data.work_dir / "models" / "versions"))
+    settings = evaluation_as_served(target, config.registry, version, config.evaluation)  # its own prompts
     evaluated = evaluate_model("champion", model_dir, version_identity(target, config.registry, version), eval_data,
-                               config.evaluation, target, version=version, known_pii=known_pii)
-    # the same model on the same commit may have been evaluated as a candidate before: same numbers, new role
+                               settings, target, version=version, known_pii=known_pii)
+    # the same model and prompts on the same commit may have been evaluated as a candidate before: same numbers
     return evaluated.model_copy(update={"label": "champion", "version": version})

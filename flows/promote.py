@@ -18,8 +18,9 @@
 
 Under ``promotion.rollout: canary`` a pass with a champion in place puts the version on trial instead:
 it becomes @challenger (tagged with its share of traffic and start, the move in the ledger) and the
-``watch-canary`` flow (flows/rollout.py) promotes or withdraws it on live traffic. The first champion
-is promoted directly: there is nothing to compare it with.
+``watch-canary`` flow (flows/rollout.py) promotes or withdraws it on live traffic. Under ``shadow`` the
+same, with the shadow sample as its share: it answers copies of requests in the background, never returned.
+The first champion is promoted directly: there is nothing to compare it with.
 
 Also here: the ``rollback`` flow (@champion back to @previous).
 """
@@ -95,7 +96,8 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
                  lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     moves: list[AliasMove] = []
     if on_trial:
-        moves = put_on_trial(target, config.registry, version.version, share, decision_evidence(decision, evaluation))
+        evidence = {**decision_evidence(decision, evaluation), **trial_summary(version.version, rollout, share)}
+        moves = put_on_trial(target, config.registry, version.version, share, evidence)
         if moves:
             reload_serving(None)  # the endpoint serves @challenger beside @champion once it looks again
     elif decision.promote:
@@ -103,6 +105,16 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
         if moves:
             reload_serving(version.version)
     return PromotionResult(version=version, decision=decision, moves=moves)
+
+
+def trial_summary(version: str, rollout: str, share: float) -> dict[str, str]:
+    """The ledger's word on a trial that starts: which rollout (a shadow trial's summary says it never answers
+    clients; it replaces the canary's default summary)."""
+    if rollout != "shadow":
+        return {"rollout": rollout}
+    return {"rollout": rollout, "summary": f"version {version} on trial as @challenger in shadow: it also answers "
+                                           f"{share:.0%} of the default model's requests in the background, never "
+                                           "returned"}
 
 
 @flow(name="rollback", log_prints=True)

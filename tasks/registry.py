@@ -59,6 +59,18 @@ def link_prompts(target: TrackingTarget, registry: RegistryConfig, version: str,
     prompts.link_prompts(ModelRegistry(target, registry.model_name), version, refs)
 
 
+@task(name="read-version-prompts", **UNCACHED)
+def evaluation_as_served(target: TrackingTarget, registry: RegistryConfig, version: str,
+                         evaluation: EvaluationConfig) -> EvaluationConfig:
+    """The evaluation settings with the version's linked system prompt and template: each side of the gate
+    is evaluated with the prompts it would serve with."""
+    linked = prompts.linked_prompts(ModelRegistry(target, registry.model_name), version)
+    if linked is None:
+        get_run_logger().warning("version %s has no linked prompts (registered before prompts were tracked): it "
+                                 "is evaluated with the candidate's", version)
+    return prompts.evaluation_as_served(evaluation, linked)
+
+
 @task(name="download-model-version", **UNCACHED)
 def download_model_version(target: TrackingTarget, registry: RegistryConfig, version: str, into: str) -> str:
     """The version's model files in a local folder (for evaluation)."""

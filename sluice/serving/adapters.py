@@ -47,6 +47,9 @@ class Target:
     adapter: str | None = None  # the PEFT adapter name; None: the model itself
     parent: str | None = None  # the base's public name when it is an adapter (vLLM's "parent")
     model_version: str = ""  # the LoadedModel.version it runs on
+    # a registry version (an alias's): it may have a linked system prompt; the base and adapters loaded
+    # through the API have none, whatever their names look like
+    from_registry: bool = False
 
 
 @dataclass

@@ -25,7 +25,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sluice.core.config import ServingConfig
-from sluice.core.registry.prompts import ServedSystemPrompts, with_system_prompt
 from sluice.serving.adapters import Lease, Target
 from sluice.serving.api import ApiError, GenerationBody, version_headers
 from sluice.serving.canary import Route, RoutedApiError, choose_route, resolve_route
@@ -42,6 +41,7 @@ from sluice.serving.engine import (
 )
 from sluice.serving.shadow import mirror_to_challenger
 from sluice.serving.state import ServingState
+from sluice.serving.version_prompts import with_version_system_prompt
 from sluice.serving.waiting import QueueFull
 
 MAX_STOP_SEQUENCES = 4
@@ -109,28 +109,6 @@ async def _tokenize(state: ServingState, model: LoadedModel, prompt: list[dict[s
     return ids
 
 
-_SYSTEM_PROMPTS: dict[tuple[str, str], ServedSystemPrompts] = {}  # (tracking URI, model) → its versions' prompts
-
-
-async def _with_version_system_prompt(state: ServingState, version: str,
-                                      messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The chat with the served version's linked system prompt first, when the request has no system turn
-    (the prompt the version was gated with; sluice.core.registry.prompts). A version without one, or a
-    model served from a folder (the engine server: no registry), gets the messages as sent."""
-    registry = getattr(state.watcher, "registry", None)
-    if registry is None or any(m.get("role") == "system" for m in messages):
-        return messages
-    prompts = _SYSTEM_PROMPTS.setdefault((registry.target.tracking_uri, registry.model_name),
-                                         ServedSystemPrompts(registry))
-    try:
-        system = await asyncio.to_thread(prompts.of, version)
-    except Exception as error:  # the registry is unreachable: the answer would be made without its prompt
-        raise ApiError(503, f"cannot read model version {version}'s linked system prompt: "
-                            f"{type(error).__name__}: {error}", type="server_error", code="model_not_ready",
-                       headers={"Retry-After": str(max(1, int(state.config.serving.watch_seconds)))}) from error
-    return with_system_prompt(messages, system)
-
-
 def _queue_full(state: ServingState) -> ApiError:
     """429 for a request that finds the queue full, counted in /metrics."""
     state.telemetry.rejected.labels("queue_full").inc()
@@ -183,13 +161,13 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
     route, lease = resolve_route(state, await choose_route(state, body))  # a canary may pick @challenger
     try:
         _check_queue(state)
-        # registry versions are numbers; an adapter loaded through the API or the base has no linked prompt
-        if kind == "chat" and lease.target.version.isdigit():
-            prompt = await _with_version_system_prompt(state, lease.target.version, prompt)  # type: ignore[arg-type]
+        sent = prompt  # a shadow copy puts @challenger's own system prompt before the client's messages
+        if kind == "chat":  # the answering version's linked system prompt, when the chat has no system turn
+            prompt = await with_version_system_prompt(state, lease.target, prompt)  # type: ignore[arg-type]
         prompt_ids = await _tokenize(state, model, prompt, max_tokens, "messages" if kind == "chat" else "prompt")
         return await _generate_leased(state, client, lease, kind=kind, endpoint=endpoint, prompt=prompt, body=body,
                                       max_tokens=max_tokens, stops=stops, model=model, prompt_ids=prompt_ids,
-                                      arrived=arrived, route=route)
+                                      arrived=arrived, route=route, sent=sent)
     except ApiError as error:
         lease.release()
         raise RoutedApiError(error, route, lease.target.version) from None  # logged as the routed version's
@@ -201,7 +179,7 @@ async def generate(state: ServingState, client: Request, *, kind: Kind, endpoint
 async def _generate_leased(state: ServingState, client: Request, lease: Lease, *, kind: Kind, endpoint: str,
                            prompt: list[dict[str, str]] | str, body: GenerationBody, max_tokens: int,
                            stops: list[str], model: LoadedModel, prompt_ids: list[int], arrived: float,
-                           route: Route) -> Response:
+                           route: Route, sent: list[dict[str, str]] | str) -> Response:
     """Generate on the lease's target (an adapter, or the model itself); the lease ends with the
     request's last engine event, or when it is cancelled before it ran."""
     events, emit = _event_queue(lease)
@@ -228,7 +206,7 @@ async def _generate_leased(state: ServingState, client: Request, lease: Lease, *
         assert isinstance(first, Started)
         answer = _Answer(state=state, kind=kind, endpoint=endpoint, prompt=prompt, params=params,
                          arrived=arrived, request=request, events=events, lease=lease,
-                         model_id=body.model or state.model_name, route=route,
+                         model_id=body.model or state.model_name, route=route, sent=sent,
                          version=_answering_version(lease.target, first.version))
         if not body.stream:
             return await answer.whole()
@@ -294,6 +272,7 @@ class _Answer:
     model_id: str  # the model the request named (echoed, as OpenAI and vLLM do)
     route: Route  # the alias that answers, and whether the canary split chose it (for the request log)
     version: str  # the one that started it: a swap never splits a request
+    sent: list[dict[str, str]] | str  # the prompt as the client sent it (before the version's system prompt)
     response_id: str = field(init=False)
     created: int = field(init=False)
 
@@ -386,7 +365,8 @@ class _Answer:
                                 arrived=self.arrived, stream=stream, params=self.params,
                                 route=self.route.log_fields())
         if self.route.shadow:  # rollout shadow: @challenger answers it again in the background, never returned
-            mirror_to_challenger(self.state, self.request, shadows=self.response_id, endpoint=self.endpoint)
+            mirror_to_challenger(self.state, self.request, shadows=self.response_id, endpoint=self.endpoint,
+                                 sent=self.sent)
 
 
 def _usage(done: Finished) -> dict[str, int]:

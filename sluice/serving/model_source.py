@@ -178,7 +178,8 @@ class AliasWatcher:
                 self._install_base_with(version, adapter, base_path, install_timeout)
                 return f"base {adapter.base_model} loaded once with its LoRA adapter"
         loaded = load_model(version, self.registry.download(version, self.models_dir))
-        target = Target(version=version, root=self.registry.uri(self.alias), model_version=version)
+        target = Target(version=version, root=self.registry.uri(self.alias), model_version=version,
+                        from_registry=True)
         self.served.install(loaded, base_name=None, base_fingerprint=None,
                             names={self.alias: self.names_for(self.alias, target)}, timeout=install_timeout)
         return "merged model downloaded and loaded" if adapter is None else "merged model (see above why)"
@@ -186,7 +187,7 @@ class AliasWatcher:
     def _adapter_target(self, version: str, adapter: AdapterFiles) -> Target:
         name = self.served.load_adapter(adapter.path, counted=False)
         return Target(version=version, root=str(adapter.path), adapter=name, parent=self.served.base_name,
-                      model_version=self.engine.version or "")
+                      model_version=self.engine.version or "", from_registry=True)
 
     def _base_path(self, adapter: AdapterFiles) -> Path | None:
         """The adapter's base as a local folder with the fingerprint it was trained over; None (and
@@ -213,7 +214,7 @@ class AliasWatcher:
         name = self.served.preload_adapter(loaded, adapter.path)
         base_name = adapter.base_model
         target = Target(version=version, root=str(adapter.path), adapter=name, parent=base_name,
-                        model_version=label)
+                        model_version=label, from_registry=True)
         names = {self.alias: self.names_for(self.alias, target),
                  "base": {base_name: Target(version=label, root=str(base_path), model_version=label)}}
         self.served.install(loaded, base_name=base_name, base_fingerprint=adapter.base_fingerprint, names=names,

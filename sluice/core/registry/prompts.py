@@ -127,6 +127,24 @@ def version_prompt_uris(registry: ModelRegistry, version: str) -> dict[str, str]
             if key.startswith(lineage.PROMPT_TAG_PREFIX)}
 
 
+def linked_prompts(registry: ModelRegistry, version: str) -> PromptSet | None:
+    """The prompt set linked to a model version; None for a version registered before prompts were tracked."""
+    uris = version_prompt_uris(registry, version)
+    if TEMPLATE not in uris:
+        return None
+    texts = {kind: str(registry.client.load_prompt(uri).template) for kind, uri in uris.items()}
+    return PromptSet(system=texts.get(SYSTEM), template=texts[TEMPLATE], training_system=texts.get(TRAINING_SYSTEM))
+
+
+def evaluation_as_served(evaluation: EvaluationConfig, prompts: PromptSet | None) -> EvaluationConfig:
+    """The evaluation settings with a version's own system prompt and template (those it is served with), so
+    that a gate between versions that differ only by prompts measures the prompt change; ``prompts`` None (a
+    version without linked prompts): the settings as given."""
+    if prompts is None:
+        return evaluation
+    return evaluation.model_copy(update={"system_prompt": prompts.system, "prompt_template": prompts.template})
+
+
 def linked_system_prompt(registry: ModelRegistry, version: str) -> str | None:
     """The system prompt text linked to a model version; None when it has none."""
     uri = version_prompt_uris(registry, version).get(SYSTEM)

@@ -14,6 +14,7 @@ Which side a request goes to is a stable hash of its key: the OpenAI body's ``us
 user stays on one side for the whole trial), else a fresh request id. The hash is salted with the
 challenger's version, so each trial draws its own users. The request log says which alias answered
 and whether the split chose it (``alias``, ``canary``), for the watch-canary flow to compare the sides.
+The vLLM front door makes the same decision (:func:`split_route`; sluice.serving.vllm.rollout).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from sluice.core.registry.client import CHALLENGER
 from sluice.serving.api import ApiError, version_headers
 
 if TYPE_CHECKING:
+    from sluice.core.registry.client import ModelRegistry
     from sluice.serving.adapters import Lease
     from sluice.serving.api import GenerationBody
     from sluice.serving.state import ServingState
@@ -126,25 +128,40 @@ def _parse_share(value: str | None, version: str) -> float:
 
 async def choose_route(state: ServingState, body: GenerationBody) -> Route:
     """Where the request goes: the split for the default model while a challenger is served, else as named."""
-    name, main = state.model_name, state.config.serving.alias
-    requested = body.model or name
-    alias = alias_named(requested, name, main)
-    if alias != main or main == CHALLENGER:
+    challenger = state.served.routed(CHALLENGER).get(f"{state.model_name}@{CHALLENGER}")
+
+    async def share_of(version: str) -> float:
+        return await challenger_share(state.served.canary_shares, state.watcher.registry, version,
+                                      max_age=state.config.serving.watch_seconds)
+
+    return await split_route(body, model_name=state.model_name, main_alias=state.config.serving.alias,
+                             rollout=state.config.promotion.rollout,
+                             challenger=None if challenger is None else challenger.version, share_of=share_of)
+
+
+async def challenger_share(shares: ChallengerShares, registry: ModelRegistry, version: str, max_age: float) -> float:
+    """The challenger version's share tag (only an alias watcher routes a challenger: it has the registry)."""
+    return await shares.share(
+        version, lambda: registry.client.get_model_version(registry.model_name, version).tags.get(CANARY_SHARE),
+        max_age=max_age)
+
+
+async def split_route(body: GenerationBody, *, model_name: str, main_alias: str, rollout: str,
+                      challenger: str | None, share_of: Callable[[str], Awaitable[float]]) -> Route:
+    """The canary decision, on every front door (the built-in engine's and the vLLM backend's):
+    ``challenger`` is the version @challenger serves here (None: none), ``share_of`` its share."""
+    requested = body.model or model_name
+    alias = alias_named(requested, model_name, main_alias)
+    if alias != main_alias or main_alias == CHALLENGER or challenger is None:
         return Route(requested, alias)
-    challenger = state.served.routed(CHALLENGER).get(f"{name}@{CHALLENGER}")
-    if challenger is None:
-        return Route(requested, alias)
-    registry = state.watcher.registry  # only an alias watcher routes a challenger
-    share = await state.served.canary_shares.share(
-        challenger.version, lambda: registry.client.get_model_version(name, challenger.version).tags.get(CANARY_SHARE),
-        max_age=state.config.serving.watch_seconds)
+    share = await share_of(challenger)
     key = body.user or uuid.uuid4().hex
-    if state.config.promotion.rollout == "shadow":  # the champion answers; the share is mirrored, never split
-        return Route(requested, alias, shadow=share > 0 and in_challenger_share(key, share, challenger.version))
+    if rollout == "shadow":  # the champion answers; the share is mirrored, never split
+        return Route(requested, alias, shadow=share > 0 and in_challenger_share(key, share, challenger))
     if share <= 0:
         return Route(requested, alias)
-    side = CHALLENGER if in_challenger_share(key, share, challenger.version) else main
-    return Route(f"{name}@{side}", side, canary=True)
+    side = CHALLENGER if in_challenger_share(key, share, challenger) else main_alias
+    return Route(f"{model_name}@{side}", side, canary=True)
 
 
 def resolve_route(state: ServingState, route: Route) -> tuple[Route, Lease]:

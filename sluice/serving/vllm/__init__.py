@@ -9,6 +9,7 @@ generation to ``vllm serve`` replicas that follow the registry aliases.
   that re-load the adapters, shutdown;
 - :mod:`~sluice.serving.vllm.follower` — follows the aliases and carries the moves out;
 - :mod:`~sluice.serving.vllm.proxy` — the generation path (streaming passed through as it comes);
+- :mod:`~sluice.serving.vllm.rollout` — canary and shadow routing (the built-in engine's split);
 - :mod:`~sluice.serving.vllm.metrics` — ``/metrics`` merged with each replica's;
 - :mod:`~sluice.serving.vllm.app` — the front door's app.
 

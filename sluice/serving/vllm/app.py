@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from sluice.core.config import SluiceConfig
 from sluice.core.private_files import private_dir
 from sluice.serving.api import ApiError, version_headers
+from sluice.serving.canary import ChallengerShares, RoutedApiError
 from sluice.serving.feedback import FeedbackStore
 from sluice.serving.server import ServingError, api_keys_for
 from sluice.serving.telemetry import RequestLog, Telemetry, redact_prompt
@@ -55,6 +56,7 @@ class VllmState:
     request_log: RequestLog
     api_keys: list[str]
     client: httpx.AsyncClient = field(default_factory=lambda: upstream_client())
+    canary_shares: ChallengerShares = field(default_factory=ChallengerShares)  # @challenger's share, re-read
     started: float = field(default_factory=time.time)
 
     @property
@@ -82,15 +84,17 @@ class VllmState:
     def record_answer(self, *, response_id: str, endpoint: str, kind: Kind, prompt: list[dict[str, str]] | str,
                       text: str, finish_reason: str | None, version: str, arrived: float,
                       first_byte_at: float | None, stream: bool, params: dict[str, Any],
-                      usage: dict[str, int] | None, replica: str | None) -> None:
-        """Log the request and keep the answer for feedback (on a worker thread)."""
+                      usage: dict[str, int] | None, replica: str | None,
+                      route: dict[str, Any] | None = None) -> None:
+        """Log the request and keep the answer for feedback (on a worker thread); ``route``: the alias that
+        answered and whether the canary split chose it (the built-in engine's log fields)."""
         redacted_prompt, (completion,) = redact_prompt(prompt, self.pii_patterns, [text])
         self.feedback.record_response(response_id, endpoint=kind, model_version=version, prompt=redacted_prompt,
                                       completion=completion, finish_reason=finish_reason or "")
         usage = usage or {}
         self.request_log.write({
             "id": response_id, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint, "status": 200,
-            "model": self.model_name, "model_version": version, "stream": stream, "backend": "vllm",
+            "model": self.model_name, "model_version": version, **(route or {}), "stream": stream, "backend": "vllm",
             "replica": replica, "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
             "time_to_first_token_ms": round(1000 * (first_byte_at - arrived), 2) if first_byte_at else None,
             "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
@@ -98,10 +102,13 @@ class VllmState:
             redacted=True)
 
     def record_rejection(self, endpoint: str, error: ApiError, arrived: float) -> None:
+        """Log a request answered with an error; one that failed after it was routed names its version and alias."""
         main = self.router.routes().get(self.aliases[0])
+        routed = error if isinstance(error, RoutedApiError) else None
         self.request_log.write({"id": None, "time": datetime.now(UTC).isoformat(), "endpoint": endpoint,
                                 "status": error.status, "model": self.model_name,
-                                "model_version": main.version if main else None, "backend": "vllm",
+                                "model_version": routed.version if routed else main.version if main else None,
+                                **(routed.route.log_fields() if routed else {}), "backend": "vllm",
                                 "latency_ms": round(1000 * (time.perf_counter() - arrived), 2),
                                 "error": {"message": error.message, "code": error.code, "param": error.param}},
                                redacted=True)

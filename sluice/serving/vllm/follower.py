@@ -7,6 +7,8 @@ alias is carried out with :func:`~sluice.serving.vllm.plan.plan_alias_move`'s st
 - a full fine-tune (or a LoRA over another base): a new replica set starts beside the old one,
   the route switches once all its replicas are healthy, and the old set is drained and stopped.
 
+An extra alias that names nothing any more (``@challenger`` once its trial ends) is no longer
+routed, and its adapter is unloaded (its set stopped) once drained, unless another alias uses it.
 A version that cannot be served is reported in ``/health`` and not retried by the timer until its
 alias moves again (``check_now`` retries it); the old version keeps serving meanwhile.
 """
@@ -27,10 +29,12 @@ from sluice.serving.vllm.plan import (
     StopSet,
     Switch,
     UnloadAdapter,
+    Unroute,
     Wanted,
     full_set_key,
     lora_set_key,
     plan_alias_move,
+    plan_alias_removal,
 )
 from sluice.serving.vllm.replicas import EngineCommand, ReplicaSet
 from sluice.serving.vllm.router import Router
@@ -95,6 +99,10 @@ class AliasFollower:
             raise
         status.alias_version = version
         current = self.router.routes().get(alias)
+        if version is None and current is not None and alias != self.aliases[0]:
+            # an extra alias deleted (@challenger after its trial): stop routing to it, free what only it used
+            self.carry_out(plan_alias_removal(current, other_routes=self.router.routes().values()))
+            log.info("%s names nothing now: no longer serving version %s", self.registry.uri(alias), current.version)
         if version is None or (current is not None and current.version == version):
             status.last_error = None
             return
@@ -150,6 +158,8 @@ class AliasFollower:
                 self.sets[step.key].load_adapter(step.name, step.path)
             elif isinstance(step, Switch):
                 self.router.switch(step.route)
+            elif isinstance(step, Unroute):
+                self.router.remove(step.alias)
             elif isinstance(step, UnloadAdapter):
                 self._drain(step.key, step.name)
                 self.sets[step.key].unload_adapter(step.name)

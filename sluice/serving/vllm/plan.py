@@ -79,7 +79,14 @@ class StopSet:
     key: str
 
 
-Step = StartSet | LoadAdapter | Switch | UnloadAdapter | StopSet
+@dataclass(frozen=True)
+class Unroute:
+    """The alias serves nothing any more (an extra alias deleted, e.g. @challenger after its trial)."""
+
+    alias: str
+
+
+Step = StartSet | LoadAdapter | Switch | Unroute | UnloadAdapter | StopSet
 
 
 def lora_set_key(base_fingerprint: str) -> str:
@@ -125,15 +132,27 @@ def plan_alias_move(current: Route | None, wanted: Wanted, *, model_name: str, r
         assert wanted.adapter_dir is not None
         steps.append(LoadAdapter(wanted.set_key, new.engine_model, wanted.adapter_dir))
     steps.append(Switch(new))
+    return steps + _release_old(current, new, others)
+
+
+def plan_alias_removal(current: Route, *, other_routes: Iterable[Route]) -> list[Step]:
+    """The steps that stop serving an alias that names nothing any more: no new request reaches it, then
+    what only it used is drained and unloaded (or stopped)."""
+    others = [r for r in other_routes if r.alias != current.alias]
+    return [Unroute(current.alias), *_release_old(current, None, others)]
+
+
+def _release_old(current: Route | None, new: Route | None, others: list[Route]) -> list[Step]:
+    """Unload the adapter or stop the set ``current`` used, unless ``new`` or another alias still uses it."""
     if current is None:
-        return steps
-    set_still_used = current.set_key == new.set_key or any(r.set_key == current.set_key for r in others)
-    if not set_still_used:
-        steps.append(StopSet(current.set_key))  # its adapters go with it
-    elif current.adapter and not any(r.set_key == current.set_key and r.engine_model == current.engine_model
-                                     for r in others):
-        steps.append(UnloadAdapter(current.set_key, current.engine_model))
-    return steps
+        return []
+    users = [*others, *([new] if new is not None else [])]
+    if not any(r.set_key == current.set_key for r in users):
+        return [StopSet(current.set_key)]  # its adapters go with it
+    if current.adapter and not any(r.set_key == current.set_key and r.engine_model == current.engine_model
+                                   for r in users):
+        return [UnloadAdapter(current.set_key, current.engine_model)]
+    return []
 
 
 def alias_for_model(requested: str | None, *, model_name: str, aliases: list[str],

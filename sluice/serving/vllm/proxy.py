@@ -1,9 +1,11 @@
 """The generation path of the front door in backend vllm: ``/v1/chat/completions`` and
 ``/v1/completions`` are checked against the front door's limits, then forwarded to a healthy
 replica of the route their alias takes (the least busy one), streamed answers chunk by chunk as
-they come. The request's ``model`` becomes the engine's name for the version (an adapter's
-``lora_name``, or a full fine-tune's served name); every other field goes through as sent, so
-vLLM's own parameters (``ignore_eos``, ``min_tokens``…) work.
+they come. While @challenger is on trial, a request for the default model is split (canary) or
+mirrored (shadow) as with the built-in engine (:mod:`~sluice.serving.vllm.rollout`). The request's
+``model`` becomes the engine's name for the version (an adapter's ``lora_name``, or a full
+fine-tune's served name); every other field goes through as sent, so vLLM's own parameters
+(``ignore_eos``, ``min_tokens``…) work.
 
 Each answer carries ``X-Sluice-Model-Version``, and is written to the request log (PII redacted)
 and the feedback store under the engine's response id, so ``POST /v1/feedback`` works as with
@@ -28,11 +30,25 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
-from sluice.serving.api import ApiError, ChatRequest, CompletionRequest, GenerationBody, version_headers
-from sluice.serving.api import read_json, validation_error
+from sluice.serving.api import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    GenerationBody,
+    read_json,
+    validation_error,
+    version_headers,
+)
+from sluice.serving.canary import Route as RequestRoute
+from sluice.serving.canary import RoutedApiError
 from sluice.serving.generation import check_limits
-from sluice.serving.vllm.plan import alias_for_model
 from sluice.serving.vllm.replicas import NoHealthyReplica, Replica, ReplicaSet
+from sluice.serving.vllm.rollout import (
+    acquire_routed,
+    choose_route,
+    mirror_to_challenger,
+    upstream_error,
+)
 from sluice.serving.vllm.router import Lease, NoRoute
 
 if TYPE_CHECKING:
@@ -79,16 +95,16 @@ def forwarded_body(state: VllmState, raw: dict[str, Any], body: GenerationBody, 
     return forwarded
 
 
-def take_route(state: VllmState, body: GenerationBody) -> Lease:
-    """A lease on the route of the alias the request's ``model`` names; 404 / 503 when none."""
-    routes = state.router.routes()
-    alias = alias_for_model(body.model, model_name=state.model_name, aliases=state.aliases, routes=routes)
+async def take_route(state: VllmState, body: GenerationBody) -> tuple[RequestRoute, Lease]:
+    """The request's route (the canary split's side for the default model while @challenger is on trial,
+    else the alias its ``model`` names) and a lease on that alias's engines; 404 / 503 when none."""
+    route, alias = await choose_route(state, body)
     if alias is None:
         served = ", ".join([state.model_name, *(f"{state.model_name}@{a}" for a in state.aliases)])
         raise ApiError(404, f"model {body.model!r} is not served here; this server serves {served}", param="model",
                        code="model_not_found")
     try:
-        return state.router.acquire(alias)
+        return acquire_routed(state, route, alias)
     except NoRoute:
         raise ApiError(503, state.not_ready(alias), type="server_error", code="model_not_ready",
                        headers={"Retry-After": str(max(1, int(state.config.serving.watch_seconds)))}) from None
@@ -102,8 +118,10 @@ class Forwarded:
     """One request on its way through a replica; :meth:`finish` gives everything back."""
 
     state: VllmState
+    route: RequestRoute  # the alias that answers and whether the canary split chose it (for the log)
     lease: Lease
     replica_set: ReplicaSet
+    body: dict[str, Any]  # as forwarded: what @challenger is sent again when it shadows this request
     kind: Kind
     endpoint: str
     prompt: list[dict[str, str]] | str
@@ -161,14 +179,21 @@ class Forwarded:
                                 kind=self.kind, prompt=self.prompt, text=text, finish_reason=finish_reason,
                                 version=self.version, arrived=self.arrived, first_byte_at=self.first_byte_at,
                                 stream=self.stream, params=self.params, usage=usage,
-                                replica=self.replica.name if self.replica else None)
+                                replica=self.replica.name if self.replica else None, route=self.route.log_fields())
+        if self.route.shadow:  # rollout shadow: @challenger answers it again in the background, never returned
+            mirror_to_challenger(self.state, self.body, shadows=response_id, endpoint=self.endpoint,
+                                 prompt=self.prompt)
+
+    def routed(self, error: ApiError) -> RoutedApiError:
+        """An error answered after routing: logged as the routed version's, on its alias."""
+        return RoutedApiError(error, self.route, self.version)
 
 
 async def forward(state: VllmState, request: Request, *, kind: Kind, endpoint: str, arrived: float) -> Response:
     """Check, route and forward one generation request; the engine's answer, streamed or whole."""
     raw, body = await read_request(state, request, kind)
     forwarded = forwarded_body(state, raw, body, kind)
-    lease = take_route(state, body)
+    route, lease = await take_route(state, body)
     replica_set = state.follower.sets.get(lease.route.set_key)
     if replica_set is None:  # cannot happen while the lease is held; say so rather than fail obscurely
         state.router.release(lease)
@@ -177,9 +202,9 @@ async def forward(state: VllmState, request: Request, *, kind: Kind, endpoint: s
               else body.prompt if isinstance(body.prompt, str) else body.prompt[0])  # type: ignore[attr-defined]
     params = {k: forwarded.get(k) for k in ("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
                                              "seed") if forwarded.get(k) is not None}
-    call = Forwarded(state=state, lease=lease, replica_set=replica_set, kind=kind, endpoint=endpoint, prompt=prompt,
-                     params=params, arrived=arrived, stream=bool(body.stream))
     forwarded["model"] = lease.route.engine_model
+    call = Forwarded(state=state, route=route, lease=lease, replica_set=replica_set, kind=kind, endpoint=endpoint,
+                     prompt=prompt, params=params, arrived=arrived, stream=bool(body.stream), body=forwarded)
     try:
         upstream = await call.send(forwarded)
         headers = version_headers(call.version)
@@ -189,8 +214,14 @@ async def forward(state: VllmState, request: Request, *, kind: Kind, endpoint: s
             await call.finish()
             if upstream.status_code == 200:
                 await _record_whole(call, content)
+            else:  # the engine's error, logged on the routed alias (a failing canary counts against its side)
+                await asyncio.to_thread(state.record_rejection, endpoint,
+                                        call.routed(upstream_error(upstream.status_code, content)), arrived)
             return Response(content, status_code=upstream.status_code, headers=headers,
                             media_type=upstream.headers.get("content-type", "application/json"))
+    except ApiError as error:
+        await call.finish()
+        raise call.routed(error) from None
     except BaseException:
         await call.finish()
         raise

@@ -49,6 +49,11 @@ class Router:
             self.on_switch(route)
         return previous
 
+    def remove(self, alias: str) -> Route | None:
+        """No new request reaches the alias (it names nothing any more); the route it had."""
+        with self._changed:
+            return self._routes.pop(alias, None)
+
     def acquire(self, alias: str) -> Lease:
         with self._changed:
             route = self._routes.get(alias)

@@ -96,8 +96,8 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
                  lineage.DECISION_REASONS: "\n".join(decision.reasons)})
     moves: list[AliasMove] = []
     if on_trial:
-        evidence = {**decision_evidence(decision, evaluation), **trial_summary(version.version, rollout, share)}
-        moves = put_on_trial(target, config.registry, version.version, share, evidence)
+        moves = put_on_trial(target, config.registry, version.version, share,
+                             decision_evidence(decision, evaluation), rollout)  # type: ignore[arg-type]
         if moves:
             reload_serving(None)  # the endpoint serves @challenger beside @champion once it looks again
     elif decision.promote:
@@ -105,16 +105,6 @@ def decide_and_record(target: TrackingTarget, version: ModelVersionRef, evaluati
         if moves:
             reload_serving(version.version)
     return PromotionResult(version=version, decision=decision, moves=moves)
-
-
-def trial_summary(version: str, rollout: str, share: float) -> dict[str, str]:
-    """The ledger's word on a trial that starts: which rollout (a shadow trial's summary says it never answers
-    clients; it replaces the canary's default summary)."""
-    if rollout != "shadow":
-        return {"rollout": rollout}
-    return {"rollout": rollout, "summary": f"version {version} on trial as @challenger in shadow: it also answers "
-                                           f"{share:.0%} of the default model's requests in the background, never "
-                                           "returned"}
 
 
 @flow(name="rollback", log_prints=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -31,12 +31,12 @@ from tasks import UNCACHED, current_flow_run
 
 @task(name="start-canary", **UNCACHED)
 def put_on_trial(target: TrackingTarget, registry: RegistryConfig, version: str, share: float,
-                 evidence: dict[str, Any]) -> list[AliasMove]:
+                 evidence: dict[str, Any], rollout: Literal["canary", "shadow"] = "canary") -> list[AliasMove]:
     """@challenger → version, with its share and start as tags; the move recorded."""
     moves = start_canary(ModelRegistry(target, registry.model_name), version, share, evidence, current_flow_run(),
-                         get_run_logger())
-    get_run_logger().info("version %s on trial as @challenger for %.0f %% of the default model's traffic%s",
-                          version, 100 * share, "" if moves else " (already)")
+                         get_run_logger(), rollout)
+    get_run_logger().info("version %s on trial (%s) as @challenger for %.0f %% of the default model's traffic%s",
+                          version, rollout, 100 * share, "" if moves else " (already)")
     return moves
 
 

@@ -69,7 +69,7 @@ LEDGER_SUMMARY = "ledger.summary"  # one line of evidence, shown by `sluice regi
 
 BatchDecision = Literal["publish", "publish_with_quarantine", "reject", "nothing_new", "unreadable"]
 # canary: a gated version became @challenger; withdraw: the canary found it worse and @challenger was removed
-LedgerAction = Literal["promote", "rollback", "reconcile", "canary", "withdraw"]
+LedgerAction = Literal["promote", "rollback", "reconcile", "canary", "shadow", "withdraw"]
 
 
 class FlowRun(BaseModel):

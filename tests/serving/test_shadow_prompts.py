@@ -69,7 +69,7 @@ def shadowed(registry: Registry, tiny_models: dict[int, Path], lora_adapters: di
     _link_system_prompt(models, "1", CHAMPION_SYSTEM)
     _link_system_prompt(models, "2", CHALLENGER_SYSTEM)
     apply_promotion(models, "1", {"summary": "the first champion"}, FlowRun())
-    start_canary(models, "2", 1.0, {"summary": "version 2 shadows @champion"}, FlowRun())
+    start_canary(models, "2", 1.0, {}, FlowRun(), rollout="shadow")
     with ServingHandle(config, api_keys=[API_KEY]) as server:
         server.wait_until_serving("1")
         wait_for(lambda: server.state.watcher.served_version("challenger") == "2", timeout=120)

@@ -45,7 +45,7 @@ def shadow_config(registry: Registry, model: str, state_dir: Path) -> SluiceConf
 
 
 def put_on_trial(models: ModelRegistry, version: str) -> None:
-    start_canary(models, version, 1.0, {"summary": f"version {version} shadows @champion"}, FlowRun())
+    start_canary(models, version, 1.0, {}, FlowRun(), rollout="shadow")
 
 
 def build_nan_adapter(adapter_dir: Path, out_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -64,8 +64,9 @@ def canary_tags(share: float, started: datetime) -> dict[str, str]:
 
 
 def start_canary(registry: ModelRegistry, version: str, share: float, evidence: dict[str, Any], flow_run: FlowRun,
-                 logger: Logger = log) -> list[AliasMove]:
-    """``version`` → @challenger, tagged with its share and start first; moved and recorded (action canary).
+                 logger: Logger = log, rollout: Literal["canary", "shadow"] = "canary") -> list[AliasMove]:
+    """``version`` → @challenger, tagged with its share and start first; moved and recorded (action: the
+    ``rollout``, canary or shadow: the share is then the sample mirrored to it, never answered by it).
     A rerun (it is @challenger already) moves nothing and keeps its start; a version its canary withdrew
     is not tried on live traffic again (a rerun of its pipeline): it keeps its verdict."""
     repair_ledger(registry, flow_run, logger)
@@ -78,8 +79,10 @@ def start_canary(registry: ModelRegistry, version: str, share: float, evidence: 
     moves = challenger_moves(registry.alias_version(CHALLENGER), registry.alias_version(CHAMPION), version)
     if moves:
         registry.tag(version, {**canary_tags(share, datetime.now(UTC)), lineage.DECISION: "challenger"})
-    summary = f"version {version} on trial as @challenger for {share:.0%} of the default model's traffic"
-    return apply_moves(registry, moves, "canary", {"summary": summary, **evidence}, flow_run)
+    summary = (f"version {version} on trial as @challenger in shadow: it also answers {share:.0%} of the default "
+               "model's requests in the background, never returned" if rollout == "shadow" else
+               f"version {version} on trial as @challenger for {share:.0%} of the default model's traffic")
+    return apply_moves(registry, moves, rollout, {**evidence, "rollout": rollout, "summary": summary}, flow_run)
 
 
 def adopt_challenger(registry: ModelRegistry, state: CanaryState, share: float) -> CanaryState:

@@ -66,6 +66,10 @@ def test_reference_is_preferred_answer_else_a_well_rated_one_else_the_prompt_is_
     serve(log, store, "r5", [{"role": "user", "content": "Hello there, who are you?"}], "A model.")
     store.add_feedback("r5", 5)
     log.write({"id": None, "time": "2026-12-07T20:00:00+00:00", "status": 429, "model_version": "1"})
+    # @challenger's shadow copy of r3 (never returned to a client): not live traffic of the served model
+    log.write({"id": "shadow-1", "time": "2026-12-07T20:00:00+00:00", "status": 200, "model_version": "2",
+               "shadow": True, "shadows": "r3", "prompt": chat("When is the Yew lock shut?", "The Yew lock shuts "
+               "at 20:00."), "completion": "At 20:00."})
     store.close()
 
     drawn = rows_of(tmp_path)

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from sluice.core.data.batch import IngestResult
 from sluice.core.errors import ExplainedError
+from sluice.core.request_log import log_records
 
 LIVE_EVAL_FILE = "live-eval.jsonl"
 LIVE_EVAL_SOURCE = "sluice-serve-traffic"
@@ -97,22 +98,14 @@ def last_user_turn(prompt: Any) -> str:
 
 
 def answered_requests(path: Path) -> Iterator[dict[str, Any]]:
-    """The log's answered requests (status 200, with a response id); a torn last line is not one yet."""
+    """The log's answered requests (status 200, with a response id), those the clients got: a shadow answer
+    (@challenger's copy, never returned) is not one."""
     if not path.is_file():
         raise RequestLogNotFound(f"no request log at {path}: `sluice serve` writes requests.jsonl in its "
                                  "serving.state_dir; set serving.state_dir (or request_log) to the endpoint's")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                if not line.endswith("\n"):  # the server is appending it right now
-                    return
-                raise ValueError(f"{path}:{number}: not a JSON record ({error.msg})") from error
-            if record.get("status") == 200 and record.get("id"):
-                yield record
+    for record in log_records(path):
+        if record.get("status") == 200 and record.get("id") and not record.get("shadow"):
+            yield record
 
 
 def good_references(feedback_db: Path, response_ids: list[str], good_rating: int) -> dict[str, str]:

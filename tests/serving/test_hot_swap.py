@@ -3,8 +3,6 @@ and swaps versions under load without failing or dropping a request."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 from sluice.serving import ServingHandle
 from tests.serving.conftest import API_KEY, Registry
+from tests.serving.load import Load
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = [{"role": "user", "content": "Who keeps the sluice at Yewbrook?"}]
@@ -45,58 +44,6 @@ def test_starts_without_a_champion_and_the_watcher_serves_the_first_one(registry
                             json={"messages": CHAT, "max_tokens": 2})
         assert answer.status_code == 200 and answer.headers["X-Sluice-Model-Version"] == "1"
         assert (tmp_path / "state" / "models" / "1" / "config.json").is_file()
-
-
-class Load:
-    """Clients sending chat requests in a loop (half of them streamed), recording every outcome."""
-
-    def __init__(self, url: str, clients: int):
-        self.url, self.results, self.failures = url, [], []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def _run(self, index: int) -> None:
-        request = {"messages": CHAT, "max_tokens": 8, "temperature": 0}
-        with httpx.Client(base_url=self.url, headers=AUTH, timeout=60) as client:
-            turn = 0
-            while not self._stop.is_set():
-                turn += 1
-                started = time.monotonic()
-                try:
-                    if turn % 2:
-                        response = client.post("/v1/chat/completions", json=request)
-                        ok = response.status_code == 200
-                        text = response.json()["choices"][0]["message"]["content"] if ok else response.text
-                    else:
-                        streamed = {**request, "stream": True}
-                        with client.stream("POST", "/v1/chat/completions", json=streamed) as response:
-                            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
-                        ok = response.status_code == 200 and lines[-1] == "[DONE]"
-                        text = "".join(json.loads(line)["choices"][0]["delta"].get("content") or ""
-                                       for line in lines[:-1]) if ok else str(lines)
-                except Exception as error:  # a dropped connection is a failure too
-                    with self._lock:
-                        self.failures.append(repr(error))
-                    continue
-                outcome = {"client": index, "started": started, "ended": time.monotonic(), "ok": ok, "text": text,
-                           "version": response.headers.get("X-Sluice-Model-Version")}
-                with self._lock:
-                    (self.results if ok else self.failures).append(outcome)
-
-    def count(self, version: str, after: float = 0.0) -> int:
-        with self._lock:
-            return sum(1 for r in self.results if r["version"] == version and r["started"] > after)
 
 
 def test_hot_swap_under_load_fails_nothing_and_switches_the_version(registry: Registry, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from sluice.serving import ServingHandle
 from sluice.serving.app import create_app
 from sluice.serving.server import ServingError
 from tests.serving.conftest import API_KEY, Registry
+from tests.serving.load import Load
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 STAND_IN = [sys.executable, "-m", "sluice.serving.engine_server"]
@@ -85,57 +86,6 @@ def vllm_config(registry: Registry, name: str, state_dir: Path, **serving: objec
 
 def engine_models(url: str) -> set[str]:
     return {m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]}
-
-
-class Load:
-    """Clients sending greedy chat requests in a loop, half streamed; every outcome recorded."""
-
-    def __init__(self, url: str, clients: int):
-        self.url, self.results, self.failures = url, [], []  # type: ignore[var-annotated]
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def _run(self) -> None:
-        request = {"messages": CHAT, "max_tokens": 6, "temperature": 0}
-        with httpx.Client(base_url=self.url, headers=AUTH, timeout=60) as client:
-            turn = 0
-            while not self._stop.is_set():
-                turn += 1
-                started = time.monotonic()
-                try:
-                    if turn % 2:
-                        response = client.post("/v1/chat/completions", json=request)
-                        ok = response.status_code == 200
-                        text = response.json()["choices"][0]["message"]["content"] if ok else response.text
-                    else:
-                        streamed = {**request, "stream": True}
-                        with client.stream("POST", "/v1/chat/completions", json=streamed) as response:
-                            lines = [line.removeprefix("data: ") for line in response.iter_lines() if line]
-                        ok = response.status_code == 200 and lines[-1] == "[DONE]"
-                        text = "".join(json.loads(line)["choices"][0]["delta"].get("content") or ""
-                                       for line in lines[:-1] if json.loads(line)["choices"]) if ok else str(lines)
-                except Exception as error:  # a dropped connection is a failure too
-                    with self._lock:
-                        self.failures.append(repr(error))
-                    continue
-                outcome = {"started": started, "ended": time.monotonic(), "text": text,
-                           "version": response.headers.get("X-Sluice-Model-Version")}
-                with self._lock:
-                    (self.results if ok else self.failures).append(outcome)
-
-    def count(self, version: str, after: float = 0.0) -> int:
-        with self._lock:
-            return sum(1 for r in self.results if r["version"] == version and r["started"] > after)
 
 
 class LongStream(threading.Thread):
@@ -211,7 +161,7 @@ def test_lora_engines_stream_restart_with_their_adapter_and_move_the_alias_witho
         assert replicas[0].process.pid != killed_pid and "lora-vllm-v1" in engine_models(replicas[0].url)
 
         # the LoRA alias move under load: load into every replica, switch, unload the old one
-        with Load(server.url, clients=4) as load:
+        with Load(server.url, clients=4, max_tokens=6) as load:
             wait_for(lambda: load.count("1") >= 8, "answers from version 1")
             with LongStream(server.url) as long_request:  # on version 1 while the alias moves
                 registry.client().set_registered_model_alias("lora-vllm", "champion", "2")
@@ -261,7 +211,7 @@ def test_full_fine_tune_move_starts_new_engines_switches_and_stops_the_old(regis
         logged = (tmp_path / "state" / "requests.jsonl").read_text()
         assert "jane.doe@example.com" not in logged and answer.json()["id"] in logged
 
-        with Load(server.url, clients=4) as load:
+        with Load(server.url, clients=4, max_tokens=6) as load:
             wait_for(lambda: load.count("1") >= 8, "answers from version 1")
             with LongStream(server.url) as long_request:  # on the old engines while the alias moves
                 registry.set_champion("full-vllm", 2)

@@ -5,7 +5,8 @@ they come. While @challenger is on trial, a request for the default model is spl
 mirrored (shadow) as with the built-in engine (:mod:`~sluice.serving.vllm.rollout`). The request's
 ``model`` becomes the engine's name for the version (an adapter's ``lora_name``, or a full
 fine-tune's served name); every other field goes through as sent, so vLLM's own parameters
-(``ignore_eos``, ``min_tokens``…) work.
+(``ignore_eos``, ``min_tokens``…) work. A chat without a system turn gets the answering version's linked
+system prompt first (:mod:`~sluice.serving.vllm.system_prompt`), as with the built-in engine.
 
 Each answer carries ``X-Sluice-Model-Version``, and is written to the request log (PII redacted)
 and the feedback store under the engine's response id, so ``POST /v1/feedback`` works as with
@@ -50,6 +51,7 @@ from sluice.serving.vllm.rollout import (
     upstream_error,
 )
 from sluice.serving.vllm.router import Lease, NoRoute
+from sluice.serving.vllm.system_prompt import Prompt, with_route_system_prompt
 
 if TYPE_CHECKING:
     from sluice.serving.vllm.app import VllmState
@@ -121,10 +123,11 @@ class Forwarded:
     route: RequestRoute  # the alias that answers and whether the canary split chose it (for the log)
     lease: Lease
     replica_set: ReplicaSet
-    body: dict[str, Any]  # as forwarded: what @challenger is sent again when it shadows this request
+    body: dict[str, Any]  # as forwarded, before the version's system prompt: what @challenger shadows
     kind: Kind
     endpoint: str
-    prompt: list[dict[str, str]] | str
+    prompt: Prompt  # what the engine is sent (a chat: with the version's linked system prompt), for the log
+    sent: Prompt  # as the client sent it: the shadow copy gets @challenger's own system prompt instead
     params: dict[str, Any]
     arrived: float
     stream: bool
@@ -182,7 +185,7 @@ class Forwarded:
                                 replica=self.replica.name if self.replica else None, route=self.route.log_fields())
         if self.route.shadow:  # rollout shadow: @challenger answers it again in the background, never returned
             mirror_to_challenger(self.state, self.body, shadows=response_id, endpoint=self.endpoint,
-                                 prompt=self.prompt)
+                                 prompt=self.sent)
 
     def routed(self, error: ApiError) -> RoutedApiError:
         """An error answered after routing: logged as the routed version's, on its alias."""
@@ -204,9 +207,11 @@ async def forward(state: VllmState, request: Request, *, kind: Kind, endpoint: s
                                              "seed") if forwarded.get(k) is not None}
     forwarded["model"] = lease.route.engine_model
     call = Forwarded(state=state, route=route, lease=lease, replica_set=replica_set, kind=kind, endpoint=endpoint,
-                     prompt=prompt, params=params, arrived=arrived, stream=bool(body.stream), body=forwarded)
-    try:
-        upstream = await call.send(forwarded)
+                     prompt=prompt, sent=prompt, params=params, arrived=arrived, stream=bool(body.stream),
+                     body=forwarded)
+    try:  # the answering version's linked system prompt, when the chat has no system turn
+        to_engine, call.prompt = await with_route_system_prompt(state, call.version, forwarded, prompt)
+        upstream = await call.send(to_engine)
         headers = version_headers(call.version)
         if upstream.status_code != 200 or not call.stream:
             content = await upstream.aread()

@@ -11,8 +11,10 @@ and frees it once the trial ends and the alias is deleted.
 - canary: the side the split picks is the alias whose route the request takes (a challenger gone since
   the choice: the main alias, still logged as split);
 - shadow: once the champion's answer is complete and logged, the same body goes to @challenger's engine
-  model in the background (:func:`mirror_to_challenger`). Its answer or failure is logged, never returned;
-  one with no challenger, engine or room for it is dropped with a warning (that says nothing about it).
+  model in the background (:func:`mirror_to_challenger`), a chat with @challenger's own linked system prompt
+  (:mod:`~sluice.serving.vllm.system_prompt`) rather than the champion's. Its answer or failure is logged,
+  never returned; one with no challenger, engine or room for it, or whose linked prompt cannot be read now,
+  is dropped with a warning (that says nothing about it).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sluice.serving.shadow import in_background, shadow_record_head
 from sluice.serving.vllm.plan import alias_for_model
 from sluice.serving.vllm.replicas import NoHealthyReplica
 from sluice.serving.vllm.router import Lease, NoRoute
+from sluice.serving.vllm.system_prompt import with_route_system_prompt
 
 if TYPE_CHECKING:
     from sluice.serving.vllm.app import VllmState
@@ -72,8 +75,8 @@ def acquire_routed(state: VllmState, route: RequestRoute, alias: str) -> tuple[R
 
 def mirror_to_challenger(state: VllmState, body: dict[str, Any], *, shadows: str, endpoint: str,
                          prompt: list[dict[str, str]] | str) -> None:
-    """Send ``body`` (the champion's answered request, as forwarded) to @challenger, in the background;
-    ``prompt``: its messages or text, for the log."""
+    """Send ``body`` (the champion's answered request, as forwarded before its system prompt) to @challenger,
+    in the background; ``prompt``: its messages or text as the client sent them."""
     in_background(_shadow(state, body, shadows, endpoint, prompt))
 
 
@@ -86,7 +89,11 @@ async def _shadow(state: VllmState, body: dict[str, Any], shadows: str, endpoint
         log.warning("shadow of %s dropped: @challenger is not served any more", shadows)
         return
     try:
+        body, prompt = await with_route_system_prompt(state, lease.route.version, body, prompt)
         record = await _generate(state, lease, body, shadows, endpoint, started)
+    except ApiError as error:  # its linked prompt cannot be read now: that says nothing about the challenger
+        log.warning("shadow of %s dropped: %s", shadows, error.message)
+        return
     finally:
         state.router.release(lease)
     if record is not None:

@@ -27,13 +27,15 @@ demo: install
 	$(BIN)/sluice demo
 
 # lint-imports: the layer rules in pyproject.toml ([tool.importlinter]); a broken one fails the run.
+# TEST_WORKERS pytest-xdist workers, one test file each at a time (its module fixtures stay shared); 0 = no workers.
+TEST_WORKERS ?= 2
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 benchmarks: install
 	$(BIN)/python benchmarks/lakefs_sdk_roundtrips.py

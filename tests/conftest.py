@@ -16,6 +16,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # as the CLI sets it
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: two workers share the cores; one torch thread each, so
+    os.environ["OMP_NUM_THREADS"] = "1"  # their OpenMP threads do not fight (set before torch is imported)
 # never the developer's own `sluice up` stack: CLI commands under test start what they need
 os.environ["SLUICE_STACK_DIR"] = "/nonexistent/sluice-stack"
 for _key in ("LAKECTL_SERVER_ENDPOINT_URL", "LAKECTL_CREDENTIALS_ACCESS_KEY_ID",

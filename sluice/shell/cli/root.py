@@ -3,6 +3,7 @@ whole command tree in the order ``sluice --help`` lists it."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -18,6 +19,9 @@ class _Sluice(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from sluice.core.errors import ExplainedError
 
+        # With no PREFECT_API_URL a flow command starts Prefect's ephemeral API server, which Prefect gives 20 s:
+        # on a busy 2-core machine it takes longer, and the command would fail for nothing
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         try:
             return super().__call__(*args, **kwargs)
         except ExplainedError as error:

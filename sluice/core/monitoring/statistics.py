@@ -3,9 +3,9 @@ answer is known.
 
 - prompt length: two-sample Kolmogorov-Smirnov (scipy) and the population stability index over the
   reference's deciles;
-- embeddings: cosine distance between the mean (unit) embeddings of the two samples, with a permutation test
-  (how often a random split of the pooled sample is as far apart): classifier-free, and calibrated for any
-  sample size;
+- embeddings: cosine distance between the mean (unit) embeddings of the two samples, with scipy's permutation
+  test (how often a random split of the pooled sample is as far apart): classifier-free, and calibrated for
+  any sample size;
 - out of domain: the share of prompts whose nearest reference prompt is less similar than a threshold,
   beside the same share among the reference prompts themselves (leave one out), which is its baseline;
 - answers: empty answers and refusals (regexes), mean feedback rating.
@@ -89,18 +89,22 @@ def _mean_distance(first: np.ndarray, second: np.ndarray) -> float:
 
 def embedding_drift(reference: np.ndarray, window: np.ndarray, permutations: int = 500,
                     seed: int = 0) -> EmbeddingDrift:
-    """Distance of the mean embeddings, and its permutation p-value ((1 + as far) / (1 + permutations))."""
+    """Distance of the mean embeddings, and its one-sided permutation p-value (scipy's permutation_test:
+    (1 + as far) / (1 + permutations))."""
+    from scipy.stats import permutation_test
+
     if len(reference) < 2 or len(window) < 2:
         raise ValueError("embedding drift needs at least 2 embeddings on each side")
-    observed = _mean_distance(reference, window)
     pooled = np.concatenate([reference, window])
-    rng = np.random.default_rng(seed)
-    as_far = 0
-    for _ in range(permutations):
-        order = rng.permutation(len(pooled))
-        shuffled = pooled[order]
-        as_far += _mean_distance(shuffled[:len(reference)], shuffled[len(reference):]) >= observed
-    return EmbeddingDrift(distance=observed, pvalue=(1 + as_far) / (1 + permutations),
+
+    def distance(first: np.ndarray, second: np.ndarray) -> float:
+        return _mean_distance(pooled[first], pooled[second])
+
+    # scipy permutes 1-D observations: the samples are the rows' indices into the pooled embeddings
+    test = permutation_test((np.arange(len(reference)), np.arange(len(reference), len(pooled))), distance,
+                            permutation_type="independent", vectorized=False, n_resamples=permutations,
+                            alternative="greater", rng=np.random.default_rng(seed))
+    return EmbeddingDrift(distance=float(test.statistic), pvalue=float(test.pvalue),
                           reference_samples=len(reference), window_samples=len(window))
 
 

@@ -24,10 +24,13 @@ generations) and step 3 decides with ``decide_shadow``; steps 4 and 5 are the sa
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
 
 from sluice.core.config import SluiceConfig
-from sluice.core.promotion.canary import CanaryResult, canary_report, decide_canary
+from sluice.core.promotion.aliases import AliasMove
+from sluice.core.promotion.canary import CanaryResult, CanaryVerdict, canary_report, decide_canary
 from sluice.core.promotion.rollout import CanaryState, canary_evidence
 from sluice.core.promotion.shadow import (
     ShadowResult,
@@ -85,13 +88,8 @@ def judge(target: TrackingTarget, state: CanaryState, request_log: str, feedback
     evidence = measure_trial(request_log, feedback_db, state.challenger, state.champion, state.started,
                              config.evaluation.judge, config.promotion.canary.judge_sample)
     verdict = decide_canary(evidence, config.promotion.canary)
-    if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
-        dry = " (dry-run: nothing moved)" if verdict.outcome != "watch" else ""
-        return CanaryResult(message=verdict.summary() + dry, verdict=verdict, evidence=evidence)
-    moves = end_trial(target, config.registry, verdict, canary_evidence(verdict, evidence))
-    if moves:
-        reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
-    return CanaryResult(message=verdict.summary(), verdict=verdict, evidence=evidence, moves=moves)
+    message, moves = act_on(target, verdict, canary_evidence(verdict, evidence), config)
+    return CanaryResult(message=message, verdict=verdict, evidence=evidence, moves=moves)
 
 
 def judge_shadow(target: TrackingTarget, state: CanaryState, request_log: str, config: SluiceConfig) -> ShadowResult:
@@ -100,10 +98,17 @@ def judge_shadow(target: TrackingTarget, state: CanaryState, request_log: str, c
     evidence = measure_shadow_trial(request_log, state.challenger, state.champion, state.started,
                                     config.evaluation.judge, config.promotion.shadow.max_judged)
     verdict = decide_shadow(evidence, config.promotion.shadow)
+    message, moves = act_on(target, verdict, shadow_evidence(verdict, evidence), config)
+    return ShadowResult(message=message, verdict=verdict, evidence=evidence, moves=moves)
+
+
+def act_on(target: TrackingTarget, verdict: CanaryVerdict, recorded: dict[str, Any],
+           config: SluiceConfig) -> tuple[str, list[AliasMove]]:
+    """Promote or withdraw as the verdict says, ``recorded`` as the evidence, and have serving reload; only
+    report it while the verdict is not due or in dry-run."""
     if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
-        dry = " (dry-run: nothing moved)" if verdict.outcome != "watch" else ""
-        return ShadowResult(message=verdict.summary() + dry, verdict=verdict, evidence=evidence)
-    moves = end_trial(target, config.registry, verdict, shadow_evidence(verdict, evidence))
+        return verdict.summary() + (" (dry-run: nothing moved)" if verdict.outcome != "watch" else ""), []
+    moves = end_trial(target, config.registry, verdict, recorded)
     if moves:
         reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
-    return ShadowResult(message=verdict.summary(), verdict=verdict, evidence=evidence, moves=moves)
+    return verdict.summary(), moves

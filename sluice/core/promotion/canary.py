@@ -104,6 +104,18 @@ class _Check(NamedTuple):
     sentence: str
 
 
+def trial_outcome(failed: list[str], due: bool, notes: list[str], seen: str, count: int,
+                  early_withdraw_after: int | None) -> CanaryOutcome:
+    """Withdraw when a bound is broken and the verdict is due, or early once ``count`` trial requests (``seen``,
+    in words, noted in ``notes``) already break one; else promote when due, watch before. Canary and shadow alike."""
+    if failed and early_withdraw_after is not None and count >= early_withdraw_after and not due:
+        notes.append(f"withdrawn early: {seen} (early_withdraw_after {early_withdraw_after}) already break a bound")
+        return "withdraw"
+    if failed and due:
+        return "withdraw"
+    return "promote" if due else "watch"
+
+
 def decide_canary(evidence: CanaryEvidence, policy: CanaryConfig) -> CanaryVerdict:
     """Promote, withdraw or keep watching the challenger (see the module's docstring)."""
     challenger, champion = evidence.challenger, evidence.champion
@@ -123,15 +135,8 @@ def decide_canary(evidence: CanaryEvidence, policy: CanaryConfig) -> CanaryVerdi
             _judge(challenger, champion, evidence.judge_model, policy.min_judge_delta),
         ]
     failed = [c.sentence for c in checks if not c.passed]
-    early = bool(failed) and policy.early_withdraw_after is not None \
-        and challenger.requests >= policy.early_withdraw_after
-    if failed and (due or early):
-        outcome: CanaryOutcome = "withdraw"
-        if not due:
-            notes.append(f"withdrawn early: {challenger.requests} canary requests (early_withdraw_after "
-                         f"{policy.early_withdraw_after}) already break a bound")
-    else:
-        outcome = "promote" if due else "watch"
+    outcome = trial_outcome(failed, due, notes, f"{challenger.requests} canary requests", challenger.requests,
+                            policy.early_withdraw_after)
     return CanaryVerdict(outcome=outcome, due=due, challenger=challenger.version, champion=champion.version,
                          reasons=notes + [c.sentence for c in checks], failed=failed, traffic=_traffic(evidence))
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from sluice.core.config.sections import JudgeConfig, ShadowConfig
 from sluice.core.promotion.aliases import AliasMove
-from sluice.core.promotion.canary import CanaryOutcome, CanaryVerdict, _Check, _increase
+from sluice.core.promotion.canary import CanaryVerdict, _Check, _increase, trial_outcome
 from sluice.core.request_log import chat_text, log_records, record_time
 
 if TYPE_CHECKING:
@@ -140,15 +140,8 @@ def decide_shadow(evidence: ShadowEvidence, policy: ShadowConfig) -> ShadowVerdi
         if evidence.judged:  # a judge is configured (none: not part of the verdict)
             checks.append(_preference(evidence, policy.min_judge_preference))
     failed = [c.sentence for c in checks if not c.passed]
-    early = bool(failed) and policy.early_withdraw_after is not None \
-        and evidence.mirrored >= policy.early_withdraw_after
-    if failed and (due or early):
-        outcome: CanaryOutcome = "withdraw"
-        if not due:
-            notes.append(f"withdrawn early: {evidence.mirrored} shadowed requests (early_withdraw_after "
-                         f"{policy.early_withdraw_after}) already break a bound")
-    else:
-        outcome = "promote" if due else "watch"
+    outcome = trial_outcome(failed, due, notes, f"{evidence.mirrored} shadowed requests", evidence.mirrored,
+                            policy.early_withdraw_after)
     traffic = f"{evidence.compared} of {evidence.mirrored} shadowed requests compared over " \
               f"{evidence.elapsed_seconds:.0f} s"
     return ShadowVerdict(outcome=outcome, due=due, challenger=evidence.challenger, champion=evidence.champion,

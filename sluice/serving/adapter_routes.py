@@ -60,10 +60,11 @@ async def load_lora_adapter(request: Request, state: State) -> PlainTextResponse
         raise ApiError(400, f"cannot load the LoRA adapter at {str(path)!r}: {type(error).__name__}: {error}",
                        param="lora_path", code="invalid_value") from None
     base = state.served.base_name or state.model_name
-    names = state.served.routed(API_GROUP)
-    names[body.lora_name] = Target(version=body.lora_name, root=str(path), adapter=adapter, parent=base,
-                                   model_version=state.engine.version or "")
-    state.served.route(API_GROUP, names)
+    target = Target(version=body.lora_name, root=str(path), adapter=adapter, parent=base,
+                    model_version=state.engine.version or "")
+    if not await asyncio.to_thread(state.served.route_name, API_GROUP, body.lora_name, target):
+        raise ApiError(400, f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
+                       code="lora_already_loaded")  # by a request that finished loading first
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 
@@ -72,12 +73,10 @@ async def unload_lora_adapter(request: Request, state: State) -> PlainTextRespon
     body = await read_body(request, UnloadLoraRequest, state.config.serving.max_body_bytes)
     if not body.lora_name:
         raise ApiError(400, "'lora_name' must be provided.", param="lora_name", code="missing_required_parameter")
-    names = state.served.routed(API_GROUP)
-    if body.lora_name not in names:
+    # the adapter goes once no request uses it
+    if not await asyncio.to_thread(state.served.route_name, API_GROUP, body.lora_name, None):
         raise ApiError(404, f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name",
                        code="lora_not_found")
-    del names[body.lora_name]
-    await asyncio.to_thread(state.served.route, API_GROUP, names)  # the adapter goes once no request uses it
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
 

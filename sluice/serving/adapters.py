@@ -118,6 +118,22 @@ class ServedModels:
             self._rebuild()
         self.sweep()
 
+    def route_name(self, group: str, name: str, target: Target | None) -> bool:
+        """Add ``name`` → ``target`` to what ``group`` serves (False: the name is served already) or, with None,
+        take it out (False: ``group`` does not serve it): checked and changed under the lock, so two requests
+        cannot undo each other's change. Adapters no name serves any more are deleted once no request holds them."""
+        with self._lock:
+            names = self._groups.setdefault(group, {})
+            if target is None:
+                changed = names.pop(name, None) is not None
+            else:
+                changed = name not in self._names
+                if changed:
+                    names[name] = target
+            self._rebuild()
+        self.sweep()  # also an adapter loaded for a name that was taken meanwhile
+        return changed
+
     def routed(self, group: str) -> dict[str, Target]:
         with self._lock:
             return dict(self._groups.get(group, {}))

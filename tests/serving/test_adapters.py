@@ -83,6 +83,21 @@ def test_an_adapter_no_name_serves_stays_while_a_request_holds_it(tiny_models: d
         engine.stop()
 
 
+def test_a_name_is_added_or_taken_out_once_under_the_lock() -> None:
+    """Two load requests for one name: the second finds it served; two unloads: the second finds it gone."""
+    served = ServedModels(Engine(max_batch_size=1, batch_wait_ms=1), max_adapters=4)  # never started: no adapters
+    served.route("alias", {"m@champion": Target(version="1", root="")})
+    ft = Target(version="ft", root="", parent="base", model_version="base")
+    assert served.route_name("api", "ft", ft) is True
+    assert served.route_name("api", "ft", ft) is False
+    assert served.route_name("api", "m@champion", ft) is False  # taken by another group
+    assert set(served.names()) == {"m@champion", "ft"} and served.routed("api") == {"ft": ft}
+    assert served.route_name("api", "ft", None) is True
+    assert served.route_name("api", "ft", None) is False
+    assert served.route_name("api", "m@champion", None) is False  # another group's name stays
+    assert set(served.names()) == {"m@champion"}
+
+
 @pytest.fixture(scope="module")
 def lora_server(registry: Registry, tiny_models: dict[int, Path], lora_adapters: dict[int, Path],
                 tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -329,3 +344,18 @@ def test_a_lora_alias_move_over_smollm2_loads_only_the_adapter(registry: Registr
     assert after.json()["choices"][0]["message"]["content"] == expected
     print(f"\nSmolLM2 LoRA champion: first load (base + adapter) {first_load:.2f} s; alias move, adapter only: "
           f"{adapter_move:.2f} s; the merged model instead (download + load): {merged_load:.2f} s")
+
+
+def test_the_engine_server_has_the_lora_routes_only_with_enable_lora(tiny_models: dict[int, Path],
+                                                                     tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from sluice.serving.engine_server import build_app
+
+    def status(lora: bool, path: str) -> int:  # the app's lifespan (the engine) is not started: routing only
+        app = build_app(tiny_models[1], name="m", enable_lora=lora, max_loras=2, state_dir=tmp_path / str(lora))
+        return TestClient(app).post(path, json={}).status_code
+
+    for path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+        assert status(True, path) == 400  # there: a body without lora_name
+        assert status(False, path) == 404  # vLLM without --enable-lora has no such route

@@ -91,15 +91,17 @@ def create_app(config: SluiceConfig, *, host: str | None = None, api_keys: list[
     return assemble_app(_build_state(config, api_keys_for(host or config.serving.host, api_keys)))
 
 
-def assemble_app(state: ServingState) -> FastAPI:
+def assemble_app(state: ServingState, *, lora_routes: bool = True) -> FastAPI:
     """The app around a server's state: lifespan, OpenAI-shaped errors, the routes, metrics (shared by
-    ``sluice serve`` and the engine server, :mod:`sluice.serving.engine_server`)."""
+    ``sluice serve`` and the engine server, :mod:`sluice.serving.engine_server`); ``lora_routes``: with
+    ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``."""
     app = FastAPI(title="Sluicegate serving", version="1", lifespan=_lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.serving = state
     app.include_router(open_routes)
     app.include_router(protected_routes)
-    app.include_router(adapter_routes)
+    if lora_routes:
+        app.include_router(adapter_routes)
     return with_errors_and_metrics(app, state.telemetry)
 
 

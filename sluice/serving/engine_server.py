@@ -89,20 +89,19 @@ class LocalModel:
             self.served.install(loaded, base_name=self.name if self.enable_lora else None, base_fingerprint=None,
                                 names={"base": {self.name: target}})
             self.on_served("local", self.name)
+            logging.getLogger("sluice.serving").info("serving %s as %r (%.1f s to load)", self.path, self.name,
+                                                     time.perf_counter() - started)
         except Exception as error:  # /health says why (503); the process stays up to say it
             self.status.last_error = f"cannot load {self.path}: {type(error).__name__}: {error}"
             logging.getLogger("sluice.serving").exception("cannot load %s", self.path)
         finally:
             self.status.loading = None  # last_check stays None: there is no alias to compare with
-        logging.getLogger("sluice.serving").info("serving %s as %r (%.1f s to load)", self.path, self.name,
-                                                 time.perf_counter() - started)
 
 
 def build_app(model_dir: Path, *, name: str, enable_lora: bool, max_loras: int, state_dir: Path,
               host: str = "127.0.0.1", api_keys: list[str] | None = None, max_batch_size: int = 8):  # type: ignore[no-untyped-def]
     """The FastAPI app serving ``model_dir`` under ``name`` (the engine starts with its lifespan)."""
     from sluice.core.config import RegistryConfig, ServingConfig, SluiceConfig
-    from sluice.serving.adapter_routes import adapter_routes
     from sluice.serving.adapters import ServedModels
     from sluice.serving.app import assemble_app, new_engine
     from sluice.serving.feedback import FeedbackStore
@@ -126,11 +125,7 @@ def build_app(model_dir: Path, *, name: str, enable_lora: bool, max_loras: int, 
                          telemetry=telemetry, feedback=FeedbackStore(state_dir / "feedback.db"),
                          request_log=RequestLog(state_dir / "requests.jsonl"),
                          api_keys=api_keys_for(host, api_keys or []))
-    app = assemble_app(state)
-    if not enable_lora:  # vLLM answers these 404 without --enable-lora
-        lora_paths = {getattr(route, "path", None) for route in adapter_routes.routes}
-        app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in lora_paths]
-    return app
+    return assemble_app(state, lora_routes=enable_lora)  # vLLM answers them 404 without --enable-lora
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -151,6 +151,20 @@ def test_cleaning_keeps_digests_of_what_it_redacted_and_no_original(tmp_path, mo
                                   "keeper9@weir.example.org"], known) == (0.5, [1.0, 1.0, 0.0, 0.0])
 
 
+def test_a_workers_hand_over_of_the_originals_is_owner_only_and_gone_once_read(tmp_path):
+    from sluice.core.data.blocks import load_outcome, process_block, save_outcome
+    from sluice.core.data.readers import read_source_file
+
+    (source,) = discover(str(_sft(tmp_path, ["Mail the keeper at keeper1@weir.example.org today."])))
+    table = next(read_source_file(source, "sft", "demo", 1000))
+    outcome = process_block(table, "sft", sluice.core.config.CleaningConfig(), (), tmp_path / "block.arrow")
+    save_outcome(outcome, tmp_path / "block-0")
+    hand_over = tmp_path / "block-0.json"
+    assert b"weir.example.org" in hand_over.read_bytes() and hand_over.stat().st_mode & 0o777 == 0o600
+    assert load_outcome(tmp_path / "block-0").pii_originals == [("email", "keeper1@weir.example.org")]
+    assert not hand_over.exists()
+
+
 def test_a_batch_salt_comes_from_its_rows_so_a_rerun_gives_the_same_report(tmp_path):
     def digests(rows: list[str], work: str, chunk_rows: int):  # type: ignore[no-untyped-def]
         (tmp_path / work).mkdir()

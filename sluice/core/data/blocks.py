@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from sluice.core.data.cleaning.tokens import count_tokens
 from sluice.core.data.kinds import PROVENANCE, block_facts
 from sluice.core.data.list_arrays import join_lists, rebuild_list, rows_with_any, user_turn
 from sluice.core.data.readers import BlockSpan, read_jsonl_span
+from sluice.core.private_files import write_private
 
 _SEPARATOR = "\x1e"  # between fields in the canonical string an id is hashed from
 _TURN = "\x1f"  # between role and content
@@ -58,6 +58,7 @@ class BlockOutcome:
     unmapped_fields: dict[str, int]  # input field no shape reads → rows that give it
     seconds: dict[str, float]
     # (PII type, original) of every redacted match: digested by the batch (pii_digests), never kept in clear
+    # (between a worker and its parent only in an owner-only file, deleted once read: load_outcome)
     pii_originals: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
@@ -339,14 +340,17 @@ def save_outcome(outcome: BlockOutcome, result: Path) -> None:
     summary = {"scratch": outcome.scratch, "rows": outcome.rows, "pii_counts": outcome.pii_counts,
                "rows_with_pii": outcome.rows_with_pii, "unmapped_fields": outcome.unmapped_fields,
                "seconds": outcome.seconds, "pii_originals": outcome.pii_originals}
-    partial = Path(f"{result}.json.partial")
-    partial.write_text(json.dumps(summary))
-    os.replace(partial, f"{result}.json")  # the block is done only once this exists
+    # the block is done only once this exists (renamed into place); owner-only, as it holds the redacted
+    # originals on their way to the parent, which deletes it once read
+    write_private(Path(f"{result}.json"), json.dumps(summary))
 
 
 def load_outcome(result: Path) -> BlockOutcome:
-    """The outcome :func:`save_outcome` wrote (the frame memory-mapped)."""
-    summary = json.loads(Path(f"{result}.json").read_text())
+    """The outcome :func:`save_outcome` wrote (the frame memory-mapped); its summary file, which holds the
+    redacted originals, is deleted once read."""
+    summary_path = Path(f"{result}.json")
+    summary = json.loads(summary_path.read_text())
+    summary_path.unlink()
     with pa.memory_map(f"{result}.frame.arrow") as source:
         frame = pa.ipc.open_file(source).read_all()
     with np.load(f"{result}.npz") as arrays:

@@ -139,7 +139,8 @@ class RedactionResult:
     """Per row: was anything redacted."""
     originals: list[tuple[str, str]] = field(default_factory=list)
     """With ``keep_originals``: every redacted match as (PII type, the text it replaced), in row order,
-    for its digest (:mod:`.pii_digests`); never written anywhere in clear."""
+    for its digest (:mod:`.pii_digests`); never kept in clear (a worker hands them to its parent in an
+    owner-only file, deleted once read)."""
 
 
 @functools.lru_cache(maxsize=64)

@@ -97,6 +97,9 @@ def test_answer_signals_count_empty_answers_refusals_and_the_mean_rating():
                "As an AI, I do not know.", "Boats up to 20 metres may pass."]
     signals = answer_signals(answers, MonitoringConfig().refusal_patterns, [5, 1, 3])
     assert signals.empty_share == pytest.approx(2 / 6) and signals.refusal_share == pytest.approx(2 / 6)
+    # the same heuristic as the canary's and the probes' (one refusal it knows that a short list missed), and more
+    with_extra = answer_signals(["I must decline to open the gate.", "Boats pass at noon."], [r"\bnoon\b"], [])
+    assert with_extra.refusal_share == pytest.approx(1.0)
     assert signals.ratings == 3 and signals.mean_rating == pytest.approx(3.0)
     assert answer_signals([], [], []).mean_rating is None
 

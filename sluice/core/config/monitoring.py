@@ -11,14 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Phrases of a model declining to answer, matched case-insensitively on the answer text.
-DEFAULT_REFUSAL_PATTERNS = [
-    r"\bI(?:'m| am) sorry\b",
-    r"\bI can(?:not|'t|’t) (?:help|assist|answer|provide|do that)\b",
-    r"\bI(?:'m| am) (?:not able|unable) to\b",
-    r"\bas an AI\b",
-]
-
 
 class _Strict(BaseModel):
     """Unknown keys are errors (as in every config section)."""
@@ -63,8 +55,9 @@ class MonitoringConfig(_Strict):
                                   "cosine similarity (MiniLM) below this is out of domain.")
     permutations: int = Field(500, ge=50, description="Label permutations for the embedding drift p-value.")
     seed: int = Field(0, description="Seed for sampling and permutations (same window, same figures).")
-    refusal_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
-                                        description="Regexes (case-insensitive) that mark an answer as a refusal.")
+    refusal_patterns: list[str] = Field(default_factory=list, description="More regexes (case-insensitive) that "
+                                        "mark an answer as a refusal, beside the heuristic the canary and the "
+                                        "probes use (sluice.core.evaluation.metrics.refusal).")
     thresholds: MonitoringThresholds = Field(default_factory=MonitoringThresholds)  # type: ignore[arg-type]
     on_drift: Literal["run-pipeline", "notify"] = Field(
         "run-pipeline", description="What the sluice.monitor.drift event sets off (prefect.yaml's triggers match "

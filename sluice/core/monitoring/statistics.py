@@ -122,10 +122,13 @@ def out_of_domain(reference: np.ndarray, window: np.ndarray, similarity: float) 
 
 
 def answer_signals(answers: Sequence[str], refusal_patterns: Sequence[str], ratings: Sequence[int]) -> AnswerSignals:
-    refusal = re.compile("|".join(f"(?:{p})" for p in refusal_patterns), re.IGNORECASE) if refusal_patterns else None
+    """Empty answers, refusals (the shared heuristic, or one of ``refusal_patterns``), the mean rating."""
+    from sluice.core.evaluation.metrics.refusal import is_refusal
+
+    extra = re.compile("|".join(f"(?:{p})" for p in refusal_patterns), re.IGNORECASE) if refusal_patterns else None
     total = len(answers)
     empty = sum(1 for answer in answers if not answer.strip())
-    refused = sum(1 for answer in answers if refusal is not None and refusal.search(answer))
+    refused = sum(1 for answer in answers if is_refusal(answer) or (extra is not None and extra.search(answer)))
     return AnswerSignals(answers=total, empty_share=empty / total if total else 0.0,
                          refusal_share=refused / total if total else 0.0, ratings=len(ratings),
                          mean_rating=float(np.mean(ratings)) if ratings else None)

@@ -19,11 +19,11 @@ from flows.ingest import ingest
 from sluice.core.config import SluiceConfig
 from sluice.core.data.feedback import FEEDBACK_DB
 from sluice.core.data.live_eval import LiveEvalExport, LiveEvalRows
+from sluice.core.request_log import REQUEST_LOG
 from tasks.ingest import load_kind_contract
 from tasks.lakefs import read_published_values, resolve_commit
 from tasks.live_eval import collect_live_eval_rows, report_live_eval_export, write_live_eval_file
 
-REQUEST_LOG = "requests.jsonl"  # sluice serve's request log, in its serving.state_dir
 
 
 @flow(name="export-live-eval", log_prints=True)

@@ -27,6 +27,7 @@ from sluice.core.monitoring.markdown import monitoring_markdown, notification_ma
 from sluice.core.monitoring.record import decision_of
 from sluice.core.monitoring.report import MonitoringOutcome, drifted
 from sluice.core.monitoring.traffic import aligned_window
+from sluice.core.request_log import REQUEST_LOG
 from tasks.lakefs import pin_published_data
 from tasks.monitor import (
     compute_report,
@@ -40,7 +41,6 @@ from tasks.monitor import (
 )
 from tasks.registry import resolve_tracking_target
 
-REQUEST_LOG = "requests.jsonl"  # sluice serve's request log, in its serving.state_dir
 
 
 @flow(name="monitor", log_prints=True)

@@ -24,21 +24,21 @@ generations) and step 3 decides with ``decide_shadow``; steps 4 and 5 are the sa
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 
 from sluice.core.config import SluiceConfig
+from sluice.core.data.feedback import FEEDBACK_DB
 from sluice.core.promotion.aliases import AliasMove
 from sluice.core.promotion.canary import CanaryResult, CanaryVerdict, canary_report, decide_canary
-from sluice.core.promotion.rollout import CanaryState, canary_evidence
+from sluice.core.promotion.rollout import CanaryState, trial_evidence
 from sluice.core.promotion.shadow import (
     ShadowResult,
     decide_shadow,
-    shadow_evidence,
     shadow_report,
 )
 from sluice.core.registry.tracking import TrackingTarget
+from sluice.core.request_log import REQUEST_LOG
 from tasks.registry import resolve_tracking_target
 from tasks.rollout import (
     end_trial,
@@ -57,27 +57,29 @@ def watch_canary(request_log: str | None = None, feedback_db: str | None = None,
     """Compare @challenger with @champion on live traffic; promote, withdraw, or keep watching."""
     target = resolve_tracking_target(config.tracking)
     shadow = config.promotion.rollout == "shadow"
+    kind, result_type = ("shadow", ShadowResult) if shadow else ("canary", CanaryResult)
     state = read_trial(target, config.registry,
                        config.promotion.shadow.sample if shadow else config.promotion.canary.share)
-    if shadow and state.challenger is not None and state.champion not in (None, state.challenger):
-        outcome = judge_shadow(target, state, request_log or str(config.serving.state_dir / "requests.jsonl"), config)
-        get_run_logger().info("%s", outcome.message)
-        report_trial(shadow_report(config.registry.model_name, outcome), outcome.message, key="shadow")
-        return outcome
+    log_path = request_log or str(config.serving.state_dir / REQUEST_LOG)
+    result: CanaryResult | ShadowResult
     if state.challenger is None:
-        result = CanaryResult(message="no @challenger: no canary to watch")
+        result = result_type(message=f"no @challenger: no {kind} to watch")
     elif state.challenger == state.champion:
         moves = finish_promotion(target, config.registry, state.challenger)
-        result = CanaryResult(message=f"version {state.challenger} is @champion already: @challenger removed",
-                              moves=moves)
+        result = result_type(message=f"version {state.challenger} is @champion already: @challenger removed",
+                             moves=moves)
     elif state.champion is None:
-        result = CanaryResult(message=f"@challenger is version {state.challenger} but there is no @champion to "
-                                      "compare it with: set @champion, or promote it directly")
+        result = result_type(message=f"@challenger is version {state.challenger} but there is no @champion to "
+                                     "compare it with: set @champion, or promote it directly")
+    elif shadow:
+        result = judge_shadow(target, state, log_path, config)
     else:
-        result = judge(target, state, request_log or str(config.serving.state_dir / "requests.jsonl"),
-                       feedback_db or str(config.serving.state_dir / "feedback.db"), config)
+        result = judge(target, state, log_path, feedback_db or str(config.serving.state_dir / FEEDBACK_DB), config)
     get_run_logger().info("%s", result.message)
-    report_trial(canary_report(config.registry.model_name, result), result.message)
+    if isinstance(result, ShadowResult):
+        report_trial(shadow_report(config.registry.model_name, result), result.message, key="shadow")
+    else:
+        report_trial(canary_report(config.registry.model_name, result), result.message)
     return result
 
 
@@ -88,7 +90,7 @@ def judge(target: TrackingTarget, state: CanaryState, request_log: str, feedback
     evidence = measure_trial(request_log, feedback_db, state.challenger, state.champion, state.started,
                              config.evaluation.judge, config.promotion.canary.judge_sample)
     verdict = decide_canary(evidence, config.promotion.canary)
-    message, moves = act_on(target, verdict, canary_evidence(verdict, evidence), config)
+    message, moves = act_on(target, verdict, evidence, config)
     return CanaryResult(message=message, verdict=verdict, evidence=evidence, moves=moves)
 
 
@@ -98,17 +100,17 @@ def judge_shadow(target: TrackingTarget, state: CanaryState, request_log: str, c
     evidence = measure_shadow_trial(request_log, state.challenger, state.champion, state.started,
                                     config.evaluation.judge, config.promotion.shadow.max_judged)
     verdict = decide_shadow(evidence, config.promotion.shadow)
-    message, moves = act_on(target, verdict, shadow_evidence(verdict, evidence), config)
+    message, moves = act_on(target, verdict, evidence, config)
     return ShadowResult(message=message, verdict=verdict, evidence=evidence, moves=moves)
 
 
-def act_on(target: TrackingTarget, verdict: CanaryVerdict, recorded: dict[str, Any],
+def act_on(target: TrackingTarget, verdict: CanaryVerdict, measured: BaseModel,
            config: SluiceConfig) -> tuple[str, list[AliasMove]]:
-    """Promote or withdraw as the verdict says, ``recorded`` as the evidence, and have serving reload; only
-    report it while the verdict is not due or in dry-run."""
+    """Promote or withdraw as the verdict says, the verdict and ``measured`` kept as the evidence, and have
+    serving reload; only report it while the verdict is not due or in dry-run."""
     if verdict.outcome == "watch" or config.promotion.mode == "dry-run":
         return verdict.summary() + (" (dry-run: nothing moved)" if verdict.outcome != "watch" else ""), []
-    moves = end_trial(target, config.registry, verdict, recorded)
+    moves = end_trial(target, config.registry, verdict, trial_evidence(verdict, measured))
     if moves:
         reload_serving(verdict.challenger if verdict.outcome == "promote" else verdict.champion)
     return verdict.summary(), moves

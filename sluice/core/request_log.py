@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+REQUEST_LOG = "requests.jsonl"  # its name in serving.state_dir
+
 
 def log_records(log_path: Path, marks: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """The log's records, in order; with ``marks``, only those whose line contains one of them (a cheap test

@@ -57,6 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluice.core.config import SluiceConfig
 from sluice.core.private_files import private_dir
+from sluice.core.request_log import REQUEST_LOG
 from sluice.serving.adapter_routes import adapter_routes
 from sluice.serving.adapters import ServedModels
 from sluice.serving.api import ApiError
@@ -143,7 +144,7 @@ def _build_state(config: SluiceConfig, api_keys: list[str]) -> ServingState:
     telemetry.adapters.set_function(served.loaded_count)
     return ServingState(config=config, engine=engine, watcher=watcher, served=served, telemetry=telemetry,
                         feedback=FeedbackStore(state_dir / "feedback.db"),
-                        request_log=RequestLog(state_dir / "requests.jsonl", config.data.cleaning.pii_patterns),
+                        request_log=RequestLog(state_dir / REQUEST_LOG, config.data.cleaning.pii_patterns),
                         api_keys=api_keys)
 
 

@@ -102,6 +102,7 @@ def build_app(model_dir: Path, *, name: str, enable_lora: bool, max_loras: int, 
               host: str = "127.0.0.1", api_keys: list[str] | None = None, max_batch_size: int = 8):  # type: ignore[no-untyped-def]
     """The FastAPI app serving ``model_dir`` under ``name`` (the engine starts with its lifespan)."""
     from sluice.core.config import RegistryConfig, ServingConfig, SluiceConfig
+    from sluice.core.request_log import REQUEST_LOG
     from sluice.serving.adapters import ServedModels
     from sluice.serving.app import assemble_app, new_engine
     from sluice.serving.feedback import FeedbackStore
@@ -123,7 +124,7 @@ def build_app(model_dir: Path, *, name: str, enable_lora: bool, max_loras: int, 
                         on_served=telemetry.alias_served)
     state = ServingState(config=config, engine=engine, watcher=source, served=served,  # type: ignore[arg-type]
                          telemetry=telemetry, feedback=FeedbackStore(state_dir / "feedback.db"),
-                         request_log=RequestLog(state_dir / "requests.jsonl"),
+                         request_log=RequestLog(state_dir / REQUEST_LOG),
                          api_keys=api_keys_for(host, api_keys or []))
     return assemble_app(state, lora_routes=enable_lora)  # vLLM answers them 404 without --enable-lora
 

@@ -20,6 +20,7 @@ from sluice.core.config import PromotionConfig, SluiceConfig
 from sluice.core.lineage import FlowRun
 from sluice.core.promotion.aliases import apply_promotion
 from sluice.core.promotion.rollout import start_canary
+from sluice.core.promotion.shadow import ShadowResult
 from sluice.core.registry.client import ModelRegistry
 from sluice.core.registry.tracking import tracking_target
 from sluice.serving import ServingHandle
@@ -142,6 +143,8 @@ def test_an_empty_shadow_is_withdrawn_and_an_identical_one_is_promoted(
         assert models.alias_version("champion") == "3" and models.alias_version("challenger") is None
         assert [tuple(m) for m in result.moves] == [("previous", None, "1"), ("champion", "1", "3"),
                                                     ("challenger", "3", None)]
+        after = watch_canary(config=config)  # nothing on trial: said as a shadow, reported as one
+        assert isinstance(after, ShadowResult) and after.message == "no @challenger: no shadow to watch"
     tags = client.get_model_version(model, "2").tags
     assert (tags["sluice.decision"], tags["sluice.canary.verdict"]) == ("withdrawn", "withdraw")
     assert "empty answers 100.0 % against 0.0 %" in tags["sluice.canary.evidence"]

@@ -124,7 +124,8 @@ def finish_interrupted_promotion(registry: ModelRegistry, version: str, flow_run
                        flow_run)
 
 
-def canary_evidence(verdict: CanaryVerdict, measured: BaseModel) -> dict[str, Any]:
-    """What the ledger keeps with a canary's moves: the verdict, its summary and the counts it was made on."""
-    return {"rollout": "canary", "summary": verdict.summary(), "verdict": verdict.model_dump(mode="json"),
+def trial_evidence(verdict: CanaryVerdict, measured: BaseModel) -> dict[str, Any]:
+    """What the ledger keeps with a trial's moves (canary or shadow): the verdict, its summary and the numbers
+    it was made on."""
+    return {"rollout": verdict.kind, "summary": verdict.summary(), "verdict": verdict.model_dump(mode="json"),
             "traffic": measured.model_dump(mode="json")}

@@ -180,12 +180,6 @@ def _preference(evidence: ShadowEvidence, bound: float) -> _Check:
     return _Check(False, f"{head}, below the required {bound:.2f}")
 
 
-def shadow_evidence(verdict: ShadowVerdict, measured: ShadowEvidence) -> dict[str, Any]:
-    """What the ledger keeps with a shadow's moves: the verdict, its summary and the numbers it was made on."""
-    return {"rollout": "shadow", "summary": verdict.summary(), "verdict": verdict.model_dump(mode="json"),
-            "traffic": measured.model_dump(mode="json")}
-
-
 def shadow_report(model_name: str, result: ShadowResult) -> str:
     """The watch run's markdown report under rollout shadow: the numbers, the verdict and every reason."""
     verdict, evidence = result.verdict, result.evidence

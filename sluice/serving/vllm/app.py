@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from sluice.core.config import SluiceConfig
 from sluice.core.private_files import private_dir
+from sluice.core.request_log import REQUEST_LOG
 from sluice.serving.api import ApiError, version_headers
 from sluice.serving.canary import ChallengerShares, RoutedApiError
 from sluice.serving.feedback import FeedbackStore
@@ -139,7 +140,7 @@ def build_state(config: SluiceConfig, api_keys: list[str]) -> VllmState:
                              interval=serving.watch_seconds)
     return VllmState(config=config, router=router, follower=follower, telemetry=telemetry,
                      feedback=FeedbackStore(state_dir / "feedback.db"),
-                     request_log=RequestLog(state_dir / "requests.jsonl", config.data.cleaning.pii_patterns),
+                     request_log=RequestLog(state_dir / REQUEST_LOG, config.data.cleaning.pii_patterns),
                      api_keys=api_keys)
 
 

@@ -16,7 +16,8 @@ from sluice.core.lake.published import PublishedData
 from sluice.core.monitoring import record
 from sluice.core.monitoring.event import DriftEvent
 from sluice.core.monitoring.report import MonitoringReport, build_report
-from sluice.core.monitoring.traffic import Window, ratings_for, read_window, training_prompts
+from sluice.core.monitoring.traffic import Window, read_window, training_prompts
+from sluice.core.request_log import latest_ratings
 from sluice.core.registry.tracking import TrackingTarget
 from tasks import UNCACHED, current_flow_run
 
@@ -33,7 +34,7 @@ def compute_report(request_log: str, feedback_db: str, window: Window, served: r
     from sluice.core.evaluation.metrics.embeddings import default_embedder
 
     traffic = read_window(Path(request_log), window, served.version)
-    ratings = ratings_for(Path(feedback_db), traffic.response_ids)
+    ratings = list(latest_ratings(Path(feedback_db), traffic.response_ids).values())
     prompts = training_prompts(training.local_files)
     get_run_logger().info("window %s: %d request(s) answered by version %s (%d by others, %d errors), %d "
                           "rating(s); %d training prompt(s) at %s", window.label(), len(traffic.prompts),

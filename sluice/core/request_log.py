@@ -3,14 +3,16 @@
 ``shadow`` when a rollout routed it), PII already redacted.
 
 One reader for everyone who reads it (the canary's and the shadow's counts in sluice.core.promotion, the
-monitor's window in sluice.core.monitoring); it sits below both core stages, which may not import each other.
+monitor's window in sluice.core.monitoring, the live-eval export in sluice.core.data), and of the ratings its
+answers got in the serving feedback store; it sits below the core stages, which may not import each other.
 The log is read, never written: the server may be appending the last line meanwhile.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,3 +53,33 @@ def chat_text(prompt: Any) -> str:
     if isinstance(prompt, list):
         return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in prompt if isinstance(m, dict))
     return str(prompt or "")
+
+
+def user_words(prompt: Any) -> str:
+    """The user's words of a logged prompt: the last user turn of a chat, or a completion's text."""
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(prompt if isinstance(prompt, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def latest_ratings(feedback_db: Path, response_ids: Iterable[str]) -> dict[str, int]:
+    """Response id → its latest rating in the serving feedback store, for those of ``response_ids`` that have
+    one (none without a store). Read-only (the server may be writing), only the wanted ids, 500 at a time."""
+    wanted = sorted({i for i in response_ids if i})
+    if not wanted or not feedback_db.is_file():
+        return {}
+    connection = sqlite3.connect(f"file:{feedback_db}?mode=ro", uri=True, timeout=30)
+    try:
+        latest: dict[str, int] = {}
+        for first in range(0, len(wanted), 500):
+            chunk = wanted[first:first + 500]
+            rows = connection.execute(
+                f"SELECT response_id, rating FROM feedback WHERE response_id IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY id", chunk).fetchall()
+            latest.update({response_id: int(rating) for response_id, rating in rows})  # id order: the last wins
+        return latest
+    finally:
+        connection.close()

@@ -30,10 +30,9 @@ from sluice.core.monitoring.traffic import (
     Window,
     WindowTraffic,
     aligned_window,
-    prompt_text,
-    ratings_for,
     read_window,
 )
+from sluice.core.request_log import latest_ratings, user_words
 from tests.monitoring_traffic import (
     other_topics,
     short_questions,
@@ -141,7 +140,7 @@ def test_a_missing_or_corrupt_request_log_is_an_error_naming_the_file(tmp_path):
 def test_the_prompt_is_the_last_user_turn_or_the_completion_text():
     chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "old"},
             {"role": "assistant", "content": "a"}, {"role": "user", "content": "new"}]
-    assert prompt_text(chat) == "new" and prompt_text("a completion prompt") == "a completion prompt"
+    assert user_words(chat) == "new" and user_words("a completion prompt") == "a completion prompt"
 
 
 def test_ratings_are_the_latest_per_response_from_the_servers_feedback_store(tmp_path):
@@ -156,8 +155,8 @@ def test_ratings_are_the_latest_per_response_from_the_servers_feedback_store(tmp
     store.add_feedback("r2", 2)
     store.add_feedback("r3", 5)  # not in the window
     store.close()
-    assert sorted(ratings_for(tmp_path / "feedback.db", ["r1", "r2", "unrated"])) == [2, 4]
-    assert ratings_for(tmp_path / "absent.db", ["r1"]) == []
+    assert latest_ratings(tmp_path / "feedback.db", ["r1", "r2", "unrated"]) == {"r1": 4, "r2": 2}
+    assert latest_ratings(tmp_path / "absent.db", ["r1"]) == {}
 
 
 def test_windows_are_aligned_so_a_rerun_judges_the_same_one():

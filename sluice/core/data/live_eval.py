@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from sluice.core.data.batch import IngestResult
 from sluice.core.errors import ExplainedError
-from sluice.core.request_log import log_records
+from sluice.core.request_log import log_records, user_words
 
 LIVE_EVAL_FILE = "live-eval.jsonl"
 LIVE_EVAL_SOURCE = "sluice-serve-traffic"
@@ -85,16 +85,6 @@ def question_and_contexts(user_text: str, reader: re.Pattern[str], separator: st
     joined = match["contexts"].strip()
     contexts = [joined] if not separator.strip() else [c.strip() for c in joined.split(separator) if c.strip()]
     return match["question"].strip(), contexts
-
-
-def last_user_turn(prompt: Any) -> str:
-    """A chat's last user turn, or a completion's text."""
-    if isinstance(prompt, str):
-        return prompt
-    for message in reversed(prompt or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return str(message.get("content") or "")
-    return ""
 
 
 def answered_requests(path: Path) -> Iterator[dict[str, Any]]:
@@ -165,7 +155,7 @@ def live_eval_rows(request_log: Path, feedback_db: Path, *, sample_rate: float, 
     result = LiveEvalRows(rows=[], sampled=len(sampled))
     seen: set[str] = set()
     for record in sampled:
-        read = question_and_contexts(last_user_turn(record.get("prompt")), reader, separator)
+        read = question_and_contexts(user_words(record.get("prompt")), reader, separator)
         if read is None:
             result.no_contexts += 1
             continue

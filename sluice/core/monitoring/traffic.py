@@ -15,7 +15,6 @@ conversation (``messages`` of sft data, ``prompt`` of preference data).
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sluice.core.errors import ExplainedError
-from sluice.core.request_log import log_records, record_time
+from sluice.core.request_log import log_records, record_time, user_words
 
 
 class RequestLogMissing(ExplainedError, FileNotFoundError):
@@ -68,17 +67,6 @@ def aligned_window(minutes: float, end: datetime | None = None) -> Window:
     return Window(start=stop - timedelta(seconds=length), end=stop)
 
 
-def prompt_text(prompt: Any) -> str:
-    """The user's words of a logged prompt: the last user turn of a chat, or a completion's text."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list):
-        for message in reversed(prompt):
-            if isinstance(message, dict) and message.get("role") == "user":
-                return str(message.get("content") or "")
-    return ""
-
-
 def read_window(path: Path, window: Window, version: str) -> WindowTraffic:
     """The window's requests answered by ``version``, streamed from the log (memory grows with the window,
     not with the log)."""
@@ -99,30 +87,11 @@ def read_window(path: Path, window: Window, version: str) -> WindowTraffic:
         elif str(record.get("model_version")) != str(version):
             other += 1
         else:
-            prompts.append(prompt_text(record.get("prompt")))
+            prompts.append(user_words(record.get("prompt")))
             answers.append(str(record.get("completion") or ""))
             ids.append(str(record.get("id") or ""))
     return WindowTraffic(window=window, version=str(version), prompts=prompts, answers=answers, response_ids=ids,
                          other_versions=other, errors=errors)
-
-
-def ratings_for(feedback_db: Path, response_ids: Iterable[str]) -> list[int]:
-    """The latest rating of each of these responses that has one (none without a feedback store)."""
-    wanted = sorted({i for i in response_ids if i})
-    if not wanted or not feedback_db.is_file():
-        return []
-    connection = sqlite3.connect(f"file:{feedback_db}?mode=ro", uri=True, timeout=30)
-    try:
-        latest: dict[str, int] = {}
-        for first in range(0, len(wanted), 500):
-            chunk = wanted[first:first + 500]
-            rows = connection.execute(
-                f"SELECT response_id, rating FROM feedback WHERE response_id IN ({', '.join('?' * len(chunk))}) "
-                "ORDER BY id", chunk).fetchall()
-            latest.update({response_id: int(rating) for response_id, rating in rows})  # id order: the last wins
-        return list(latest.values())
-    finally:
-        connection.close()
 
 
 def user_turns(value: Any) -> list[str]:

@@ -12,7 +12,6 @@ memory between runs: a restarted watcher counts again from the window's start.
 from __future__ import annotations
 
 import math
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from sluice.core.config.sections import JudgeConfig
 from sluice.core.evaluation.metrics.refusal import is_refusal
 from sluice.core.promotion.canary import CanaryEvidence, SideTraffic
 from sluice.core.registry.client import CHALLENGER
-from sluice.core.request_log import chat_text, log_records, record_time
+from sluice.core.request_log import chat_text, latest_ratings, log_records, record_time
 
 
 def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -35,18 +34,6 @@ def canary_records(log_path: Path, since: datetime, versions: dict[str, str]) ->
         if record.get("model_version") == versions.get(side):
             sides[side].append(record)
     return sides
-
-
-def latest_ratings(feedback_db: Path, response_ids: set[str]) -> dict[str, int]:
-    """The latest rating of each answer that has one (none when the store does not exist yet)."""
-    if not response_ids or not feedback_db.is_file():
-        return {}
-    connection = sqlite3.connect(f"file:{feedback_db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = connection.execute("SELECT response_id, rating FROM feedback ORDER BY id").fetchall()
-    finally:
-        connection.close()
-    return {rid: int(rating) for rid, rating in rows if rid in response_ids}  # later rows win
 
 
 def side_traffic(version: str, records: list[dict[str, Any]], ratings: dict[str, int]) -> SideTraffic:

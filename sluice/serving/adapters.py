@@ -19,6 +19,8 @@ PEFT's module dictionaries refuse, and a name loaded again after an unload is an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -30,7 +32,7 @@ from typing import Any
 
 from sluice.serving.api import ApiError
 from sluice.serving.canary import ChallengerShares
-from sluice.serving.engine import Engine, LoadedModel
+from sluice.serving.engine import Engine, Event, Failed, Finished, LoadedModel
 
 log = logging.getLogger("sluice.serving")
 
@@ -73,6 +75,20 @@ class Lease:
             released, self._released = self._released, True
         if not released:
             self._release()
+
+    def event_queue(self) -> tuple[asyncio.Queue[Any], Callable[[Event], None]]:
+        """A queue on the running event loop, and the callback the engine's thread fills it with; the
+        request's last event (finished or failed) ends this lease."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(event: Event) -> None:
+            if isinstance(event, Finished | Failed):
+                self.release()
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        return events, emit
 
 
 def is_peft(loaded: LoadedModel | None) -> bool:

@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -182,7 +182,7 @@ async def _generate_leased(state: ServingState, client: Request, lease: Lease, *
                            route: Route, sent: list[dict[str, str]] | str) -> Response:
     """Generate on the lease's target (an adapter, or the model itself); the lease ends with the
     request's last engine event, or when it is cancelled before it ran."""
-    events, emit = _event_queue(lease)
+    events, emit = lease.event_queue()
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     request = GenerationRequest(prompt=prompt, max_tokens=max_tokens, emit=emit, temperature=temperature,
@@ -236,21 +236,6 @@ def _answering_version(target: Target, started_on: str) -> str:
     """The version that answers: the target's (an adapter's registry version), unless the engine
     ran the request on another model than the one the target belongs to."""
     return target.version if started_on == target.model_version else started_on
-
-
-def _event_queue(lease: Lease) -> tuple[asyncio.Queue[Received], Callable[[Event], None]]:
-    """A queue on the running event loop, and the callback the engine's thread fills it with; the
-    request's last event (finished or failed) ends its lease on its adapter."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Received] = asyncio.Queue()
-
-    def emit(event: Event) -> None:
-        if isinstance(event, Finished | Failed):
-            lease.release()
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody is listening
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-    return events, emit
 
 
 # ------------------------------------------------------------------ the answer

@@ -20,7 +20,6 @@ reaches the client's request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -33,7 +32,6 @@ from sluice.core.registry.client import CHALLENGER
 from sluice.serving.api import ApiError
 from sluice.serving.engine import (
     EngineStopped,
-    Event,
     Failed,
     Finished,
     GenerationRequest,
@@ -84,8 +82,8 @@ async def _shadow(state: ServingState, answered: GenerationRequest, shadows: str
         lease.release()
         log.warning("shadow of %s dropped: %s", shadows, error.message)
         return
-    events: asyncio.Queue[Event] = asyncio.Queue()
-    request = dataclasses.replace(copy, emit=_emitter(events, lease), arrived=started)
+    events, emit = lease.event_queue()
+    request = dataclasses.replace(copy, emit=emit, arrived=started)
     try:
         state.engine.submit(request)
     except (QueueFull, EngineStopped) as error:  # no room: the live traffic comes first
@@ -112,18 +110,6 @@ async def challengers_request(state: ServingState, lease: Lease, answered: Gener
     # no token ids: the engine tokenizes it again (a prompt that does not fit is then a failure, logged as the
     # challenger's: it would fail the same way when serving)
     return dataclasses.replace(copy, prompt=prompt, prompt_ids=None, encoded_by=None)
-
-
-def _emitter(events: asyncio.Queue[Event], lease: Lease) -> Any:
-    loop = asyncio.get_running_loop()
-
-    def emit(event: Event) -> None:
-        if isinstance(event, Finished | Failed):
-            lease.release()
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown)
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-    return emit
 
 
 def shadow_record_head(model_name: str, version: str, shadows: str, endpoint: str, started: float) -> dict[str, Any]:

@@ -250,9 +250,9 @@ class AliasWatcher:
         log.info("%s: now serving version %s", self.registry.uri(alias), version)
 
     def _extra_target(self, alias: str, version: str) -> Target:
-        for name, target in self.served.names().items():  # the same version served under another alias
-            if name == f"{self.model_name}/{version}" and target.model_version == self.engine.version:
-                return target
+        served = self.served.names().get(f"{self.model_name}/{version}")  # served under another alias already
+        if served is not None and served.model_version == self.engine.version:
+            return served
         adapter = self.registry.download_adapter(version, self.models_dir)
         loaded_base = self.served.base_fingerprint if is_peft(self.engine.model) else None
         if plan_version(adapter, loaded_base, main_alias=False) != "adapter":

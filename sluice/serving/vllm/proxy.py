@@ -46,7 +46,9 @@ from sluice.serving.generation import check_limits
 from sluice.serving.vllm.replicas import NoHealthyReplica, Replica, ReplicaSet
 from sluice.serving.vllm.rollout import (
     acquire_routed,
+    answer_text,
     choose_route,
+    first_choice,
     mirror_to_challenger,
     upstream_error,
 )
@@ -238,8 +240,8 @@ async def forward(state: VllmState, request: Request, *, kind: Kind, endpoint: s
 
 async def _record_whole(call: Forwarded, content: bytes) -> None:
     answer = json.loads(content)
-    choice = (answer.get("choices") or [{}])[0]
-    text = choice.get("message", {}).get("content") if call.kind == "chat" else choice.get("text")
+    choice = first_choice(answer)
+    text = answer_text(choice)
     await call.record(response_id=answer.get("id", ""), text=text or "", finish_reason=choice.get("finish_reason"),
                       usage=answer.get("usage"))
 

@@ -131,8 +131,8 @@ async def _generate(state: VllmState, lease: Lease, body: dict[str, Any], shadow
         return {**head, "status": error.status,
                 "error": {"message": error.message, "code": error.code, "param": error.param}}
     answer = response.json()
-    choice = (answer.get("choices") or [{}])[0]
-    text = choice.get("message", {}).get("content") if "message" in choice else choice.get("text")
+    choice = first_choice(answer)
+    text = answer_text(choice)
     usage = answer.get("usage") or {}
     return {**head, "status": 200, "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"), "finish_reason": choice.get("finish_reason"),
@@ -152,3 +152,13 @@ def upstream_error(status: int, content: bytes) -> ApiError:
     message = error.get("message") or content.decode("utf-8", "replace")[:500] or f"engine answered {status}"
     return ApiError(status, str(message), type=str(error.get("type") or "server_error"), param=error.get("param"),
                     code=error.get("code"))
+
+
+def first_choice(answer: dict[str, Any]) -> dict[str, Any]:
+    """An engine's whole answer's first choice (empty when it has none)."""
+    return (answer.get("choices") or [{}])[0]
+
+
+def answer_text(choice: dict[str, Any]) -> str | None:
+    """A whole answer's text: a chat choice's message, or a completion choice's text."""
+    return choice.get("message", {}).get("content") if "message" in choice else choice.get("text")
